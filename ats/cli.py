@@ -1,0 +1,181 @@
+"""Command-line entry points: ``ats-run``, ``ats-bench`` and ``ats-plugins``.
+
+Thin wrappers: every command builds its parts from the registries and hands
+over to library code, so everything here is also usable from Python.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import click
+
+from ats import registry as reg
+
+__all__ = ["run_main", "bench_main", "plugins_main"]
+
+# Options of ats-run that map one to one onto RunConfig fields.
+_RUN_OPTIONS = ("model", "epochs", "batch_size", "n_patches", "patch_size", "sampler",
+                "extractor", "device", "seed", "data_dir", "output", "workers")
+# What may change when a run is resumed; the rest must match the checkpoint.
+_RESUMABLE = {"epochs", "device", "workers", "data_dir"}
+
+
+def _summary(obj: object) -> str:
+    """The first sentence of ``obj``'s docstring, on one line."""
+    paragraph = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+    text = " ".join(paragraph.split())
+    # the first sentence: a period followed by a capital ("i.i.d. draws" is not an end)
+    match = re.search(r"\.\s+(?=[A-Z])", text)
+    text = text[: match.start() + 1] if match else text
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+@click.command(name="ats-plugins")
+@click.argument("kinds", nargs=-1, type=click.Choice(sorted(reg.REGISTRIES)))
+@click.option("--pattern", default=None, help="Only names matching this glob, e.g. 'with*'.")
+def plugins_main(kinds: tuple[str, ...], pattern: str | None) -> None:
+    """List the registered plugins of every kind (or of KINDS)."""
+    for kind in kinds or tuple(reg.REGISTRIES):
+        registry = reg.REGISTRIES[kind]
+        names = registry.names(pattern)
+        click.secho(f"{kind} ({len(names)})", bold=True)
+        for name in names:
+            obj = registry.get(name)
+            origin = getattr(obj, "__module__", "?")
+            line = f"  {name:<24} {origin}"
+            summary = _summary(obj)
+            if summary:
+                line += f"  {summary}"
+            click.echo(line)
+
+
+def _patch_size(value: str | None):
+    if value is None:
+        return None
+    parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"expected an int or ints like 50 or 32x48, got {value!r}")
+    return size[0] if len(size) == 1 else size
+
+
+def resolve_run_config(task_name: str, preset: str | None, options: dict, sets: tuple[str, ...]):
+    """Task defaults < preset < command-line options < ``--set`` values."""
+    from ats.train.config import apply_overrides, parse_assignment
+
+    task = reg.task.build(task_name)
+    config = task.config(preset)
+    given = {k: v for k, v in options.items() if v is not None}
+    config = apply_overrides(config, given, parse=False)
+    assignments = dict(parse_assignment(s) for s in sets)
+    config = apply_overrides(config, assignments, parse=True)
+    return task, config
+
+
+@click.command(name="ats-run", context_settings={"max_content_width": 100})
+@click.option("--task", "task_name", required=True, help="Task to run (see `ats-plugins task`).")
+@click.option("--model", default=None, help="ats (default), cnn_low or cnn_full.")
+@click.option("--preset", default=None, help="A named preset of the task, e.g. paper, easy, smoke.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--n-patches", type=int, default=None, help="N, patches per image.")
+@click.option("--patch-size", default=None, help="Patch size in full-resolution pixels: 50 or 32x48.")
+@click.option("--sampler", default=None, help="with_replacement or without_replacement.")
+@click.option("--extractor", default=None, help="Patch extraction backend (auto, numba, torch, ...).")
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+@click.option("--seed", type=int, default=None)
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Where the task's data files are.")
+@click.option("--output", default=None, type=click.Path(file_okay=False),
+              help="Run directory (default runs/TASK-MODEL-TIME).")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting, e.g. --set lr=3e-4 --set data.noise=false (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+def run_main(task_name, preset, sets, resume, no_progress, **options) -> None:
+    """Train and evaluate a model on a task, e.g. `ats-run --task mega_mnist`.
+
+    Writes config.json, metrics.csv, checkpoint.pt (every epoch, atomically),
+    pictures/ (attention overlays and patches), curves.png and summary.json
+    into the run directory.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from ats.train.config import RunConfig, apply_overrides, parse_assignment
+    from ats.train.engine import Trainer
+
+    options["patch_size"] = _patch_size(options.get("patch_size"))
+    try:
+        if resume:
+            if options.get("output") is None:
+                raise click.UsageError("--resume needs --output, the run directory to continue")
+            saved_path = Path(options["output"]) / "config.json"
+            if not saved_path.is_file():
+                raise FileNotFoundError(f"no run to resume in {options['output']} (no config.json)")
+            config = RunConfig.from_dict(json.loads(saved_path.read_text()))
+            if config.task != task_name:
+                raise ValueError(f"{options['output']} holds a {config.task!r} run, not {task_name!r}")
+            changed = {k: v for k, v in options.items() if v is not None and k != "output"}
+            fixed = sorted(set(changed) - _RESUMABLE) + (["preset"] if preset else [])
+            fixed += [parse_assignment(s)[0] for s in sets]
+            if fixed:
+                raise click.UsageError(
+                    f"cannot change {', '.join(fixed)} when resuming; only "
+                    f"{', '.join(sorted(_RESUMABLE))} may change"
+                )
+            config = apply_overrides(config, changed, parse=False)
+            task = reg.task.build(task_name)
+        else:
+            task, config = resolve_run_config(task_name, preset, options, sets)
+            if config.output is None:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                config = apply_overrides(
+                    config, {"output": str(Path("runs") / f"{config.task}-{config.model}-{stamp}")},
+                    parse=False)
+        click.echo("configuration:\n" + config.to_json(), err=True)
+        trainer = Trainer(config, task=task, progress=not no_progress)
+        summary = trainer.fit(resume=resume)
+    except KeyboardInterrupt:
+        click.echo("stopped; the last checkpoint is intact (continue with --resume)", err=True)
+        raise SystemExit(130)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+
+
+class _LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used (fast --help,
+    and a benchmark's heavy imports stay out of the other commands)."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(name="ats-bench", cls=_LazyGroup, lazy={
+    "extract": "ats.bench.extract:extract_command",
+    "train": "ats.bench.train:train_command",
+})
+def bench_main() -> None:
+    """Benchmarks: extraction backends and training cost per sample."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    plugins_main()

@@ -1,0 +1,232 @@
+"""Plugin registries: attention and feature networks, samplers, extractors, tasks.
+
+A :class:`Registry` maps names to classes or factories::
+
+    from ats.registry import sampler
+
+    @sampler.register("my_sampler")
+    class MySampler: ...
+
+    s = sampler.build("my_sampler", some_option=3)
+
+Built-in plugins live in :mod:`ats.plugins` and :mod:`tasks`; third-party
+packages add theirs through the entry-point group ``ats.plugins``, whose
+values are modules (or callables) to load. Discovery is lazy: nothing is
+imported until the first lookup, so ``import ats`` stays cheap. A plugin that
+fails to import is reported with a :class:`PluginLoadWarning` naming it and
+the other plugins keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import threading
+import warnings
+from importlib import metadata
+from typing import Any, Callable, Iterator, TypeVar
+
+__all__ = [
+    "Registry",
+    "PluginLoadWarning",
+    "ENTRY_POINT_GROUP",
+    "BUILTIN_PLUGIN_MODULES",
+    "attention",
+    "feature",
+    "sampler",
+    "extractor",
+    "task",
+    "REGISTRIES",
+    "load_plugins",
+]
+
+ENTRY_POINT_GROUP = "ats.plugins"
+# Modules that register the built-in plugins; imported on first lookup.
+BUILTIN_PLUGIN_MODULES = ("ats.plugins", "tasks")
+
+T = TypeVar("T")
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin module could not be imported; the others still work."""
+
+
+class Registry:
+    """A name -> object table for one kind of plugin.
+
+    Args:
+        kind: what the registry holds ("sampler", "extractor", ...); used in
+            error messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+
+    # -- registration -------------------------------------------------------
+    def register(
+        self, name: str | None = None, *, override: bool = False
+    ) -> Callable[[T], T]:
+        """Decorator that registers a class or factory under ``name``.
+
+        ``name`` defaults to the object's ``__name__``. Registering a name that
+        is taken raises :class:`ValueError` unless ``override=True``.
+        """
+
+        def decorator(obj: T) -> T:
+            self.add(name or obj.__name__, obj, override=override)
+            return obj
+
+        if callable(name) and not isinstance(name, str):
+            raise TypeError(
+                f"{self.kind} registry: use @register() or @register('name'), "
+                "not bare @register"
+            )
+        return decorator
+
+    def add(self, name: str, obj: Any, *, override: bool = False) -> None:
+        """Register ``obj`` under ``name`` (the non-decorator form)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        if name in self._entries and not override and self._entries[name] is not obj:
+            raise ValueError(
+                f"{self.kind} {name!r} is already registered "
+                f"(by {_describe(self._entries[name])}); pass override=True to replace it"
+            )
+        self._entries[name] = obj
+
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (mostly for tests)."""
+        self._entries.pop(name, None)
+
+    # -- lookup ---------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        """The object registered under ``name``.
+
+        Raises:
+            KeyError (also a :class:`LookupError`): with the known names and
+                the closest match when ``name`` is unknown.
+        """
+        load_plugins()
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownPluginError(self._unknown_message(name)) from None
+
+    def build(self, name: str, /, **kwargs: Any) -> Any:
+        """Call the object registered under ``name`` with ``kwargs``."""
+        return self.get(name)(**kwargs)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted registered names, optionally filtered by a glob ``pattern``."""
+        load_plugins()
+        names = sorted(self._entries)
+        if pattern is not None:
+            names = fnmatch.filter(names, pattern)
+        return names
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(n, self._entries[n]) for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        load_plugins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+    def _unknown_message(self, name: object) -> str:
+        known = sorted(self._entries)
+        msg = f"unknown {self.kind} {name!r}; known: {', '.join(known) or '(none)'}"
+        if isinstance(name, str):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            if close:
+                msg += f". Did you mean {close[0]!r}?"
+        return msg
+
+
+class UnknownPluginError(KeyError, ValueError):
+    """An unknown plugin name. Both a KeyError (lookup) and a ValueError (bad
+    user input), so either ``except`` clause catches it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def _describe(obj: Any) -> str:
+    module = getattr(obj, "__module__", "?")
+    return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+attention = Registry("attention")
+feature = Registry("feature")
+sampler = Registry("sampler")
+extractor = Registry("extractor")
+task = Registry("task")
+
+REGISTRIES: dict[str, Registry] = {
+    "attention": attention,
+    "feature": feature,
+    "sampler": sampler,
+    "extractor": extractor,
+    "task": task,
+}
+
+_loaded = False
+_loading = False
+_lock = threading.RLock()
+
+
+def load_plugins(*, reload: bool = False) -> list[str]:
+    """Import the built-in plugin modules and the ``ats.plugins`` entry points.
+
+    Runs once (unless ``reload``); called by every lookup. Returns the names of
+    the entry points that failed to load (each also reported by a warning).
+    """
+    global _loaded, _loading
+    with _lock:
+        if (_loaded and not reload) or _loading:
+            return []
+        _loading = True
+        failed: list[str] = []
+        try:
+            for module in BUILTIN_PLUGIN_MODULES:
+                importlib.import_module(module)
+            for ep in _entry_points():
+                try:
+                    loaded = ep.load()
+                    # An entry point may name a module (registering on import)
+                    # or a callable that registers when called.
+                    if callable(loaded) and not isinstance(loaded, type(importlib)):
+                        loaded()
+                except Exception as exc:  # a broken plugin must not break ats
+                    failed.append(ep.name)
+                    warnings.warn(
+                        f"ats plugin {ep.name!r} ({ep.value}) failed to load and is "
+                        f"skipped: {type(exc).__name__}: {exc}",
+                        PluginLoadWarning,
+                        stacklevel=3,
+                    )
+            _loaded = True
+        finally:
+            _loading = False
+        return failed
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    # Deduplicate: the same distribution can be visible twice on sys.path.
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = (ep.name, ep.value)
+        if key not in seen:
+            seen.add(key)
+            unique.append(ep)
+    return unique
