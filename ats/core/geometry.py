@@ -1,0 +1,124 @@
+"""Sample index -> high-resolution patch offset (ATS_SPEC 2.2).
+
+The attention grid of ``sample_space`` cells is laid over a region of the
+low-resolution image: by default all of it minus a margin of half the
+attention network's receptive field on each side (the centre of a "valid"
+convolution's receptive field). Each sampled cell's centre is mapped to
+high-resolution pixels, and the patch is centred on it. Per spatial dim::
+
+    scale = high / low                    # high px per low px
+    space = extent * scale                # region covered by the grid, high px
+    step  = space / sample_space          # high px per grid cell
+    start = round(origin * scale + s * step + step / 2 - patch / 2)
+
+with ``origin = rf / 2`` and ``extent = low - rf`` by default, and rounding
+half to even (``torch.round``, like the original ``tf.round``: 30.5 -> 30).
+Passing ``origin``/``extent`` explicitly gives nested sampling: the origin
+of a previous patch and its size, in ``low`` pixels.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["patch_offsets"]
+
+Size = int | Sequence[int]
+Coord = float | Sequence[float] | torch.Tensor
+
+
+def patch_offsets(
+    samples: torch.Tensor,
+    sample_space: Size,
+    low_shape: Sequence[int],
+    high_shape: Sequence[int],
+    patch_size: Size,
+    receptive_field: Size = 0,
+    *,
+    origin: Coord | None = None,
+    extent: Coord | None = None,
+) -> torch.Tensor:
+    """Top-left offsets in high-resolution pixels of the patches for ``samples``.
+
+    Args:
+        samples: ``(B, N, d)`` sampled cell indices in the attention grid
+            (integers, or floats for sub-cell positions).
+        sample_space: the attention grid's shape, ``d`` ints (or one int).
+        low_shape: spatial shape of the low-resolution view, ``d`` ints.
+        high_shape: spatial shape of the high-resolution image, ``d`` ints.
+        patch_size: patch shape in high-resolution pixels, ``d`` ints or one.
+        receptive_field: of the attention network, in low pixels (one int or
+            ``d``); 0 for ``padding="same"`` networks.
+        origin: where the grid starts, in low pixels; default
+            ``receptive_field / 2``. A ``d``-sequence or a tensor broadcastable
+            to ``(B, N, d)`` (e.g. previous patches' offsets for nested
+            sampling).
+        extent: the size of the region the grid covers, in low pixels; default
+            ``low_shape - receptive_field``. Same forms as ``origin``.
+
+    Returns:
+        ``(B, N, d)`` int64 offsets on ``samples``' device, ready for
+        :func:`ats.core.extract.extract_patches`.
+    """
+    if not isinstance(samples, torch.Tensor):
+        raise TypeError(f"samples must be a torch.Tensor, got {type(samples).__name__}")
+    if samples.ndim != 3:
+        raise ValueError(f"samples must have shape (B, N, d), got {tuple(samples.shape)}")
+    if samples.dtype.is_complex or samples.dtype == torch.bool:
+        raise TypeError(f"samples must be integer or real, got dtype {samples.dtype}")
+    d = samples.shape[-1]
+    if not 1 <= d <= 3:
+        raise ValueError(f"samples' last dim must be 1 to 3 spatial dims, got {d}")
+    dev = samples.device
+
+    space_n = _ints("sample_space", sample_space, d, scalar_ok=True, minimum=1)
+    low = _ints("low_shape", low_shape, d, scalar_ok=False, minimum=1)
+    high = _ints("high_shape", high_shape, d, scalar_ok=False, minimum=1)
+    patch = _ints("patch_size", patch_size, d, scalar_ok=True, minimum=1)
+    rf = _ints("receptive_field", receptive_field, d, scalar_ok=True, minimum=0)
+    if any(r >= lo for r, lo in zip(rf, low)):
+        raise ValueError(f"receptive_field {tuple(rf)} must be smaller than low_shape {tuple(low)}")
+
+    def f64(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64, device=dev)
+
+    origin_t = f64(rf) / 2 if origin is None else _coord("origin", origin, d, dev)
+    extent_t = f64([lo - r for lo, r in zip(low, rf)]) if extent is None else _coord(
+        "extent", extent, d, dev
+    )
+    scale = f64(high) / f64(low)
+    step = extent_t * scale / f64(space_n)
+    start = origin_t * scale + samples.to(torch.float64) * step + step / 2 - f64(patch) / 2
+    return torch.round(start).to(torch.int64)  # half to even, as tf.round
+
+
+def _ints(name: str, value: object, d: int, *, scalar_ok: bool, minimum: int) -> list[int]:
+    """``value`` as ``d`` ints >= ``minimum`` (a scalar repeats when ``scalar_ok``)."""
+    if scalar_ok and _is_int(value):
+        value = (value,) * d
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        expected = f"an int or {d} ints" if scalar_ok else f"{d} ints"
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if len(value) != d or not all(_is_int(v) for v in value):
+        raise ValueError(f"{name} must be {d} ints (one per spatial dim), got {tuple(value)}")
+    if any(v < minimum for v in value):
+        raise ValueError(f"{name} must be >= {minimum}, got {tuple(value)}")
+    return [int(v) for v in value]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _coord(name: str, value: Coord, d: int, dev: torch.device) -> torch.Tensor:
+    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
+    if t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be real numbers, got dtype {t.dtype}")
+    if t.ndim == 0 or t.shape[-1] != d:
+        raise ValueError(
+            f"{name} must have a last dim of {d} (one per spatial dim), got shape {tuple(t.shape)}"
+        )
+    return t.to(device=dev, dtype=torch.float64)
