@@ -1,0 +1,209 @@
+"""The AttentionSampling module: attention -> sample -> extract -> features -> estimate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ats.core.distribution import attention_softmax
+from ats.core.extract import Extractor, get_extractor
+from ats.core.geometry import patch_offsets
+from ats.core.sampling import Sampler
+from ats.registry import sampler as sampler_registry
+
+__all__ = ["ATSOutput", "AttentionSampling"]
+
+
+@dataclass
+class ATSOutput:
+    """Everything one forward pass produced, for the loss, plots and logs.
+
+    Attributes:
+        features: (B, D) the estimate of the attention-weighted feature.
+        attention: (B, *space) the full attention distribution.
+        patches: (B, N, C, *patch) the high-resolution patches seen.
+        offsets: (B, N, d) top-left corner of each patch in x_high pixels.
+        samples: (B, N, d) the sampled positions on the attention grid.
+        probs: (B, N) the attention probability of each sampled position.
+    """
+
+    features: Tensor
+    attention: Tensor
+    patches: Tensor
+    offsets: Tensor
+    samples: Tensor
+    probs: Tensor
+
+
+class AttentionSampling(nn.Module):
+    """Attention sampling (Katharopoulos & Fleuret, 2019) as one module.
+
+    The attention network scores a cheap low-resolution view; ``n_patches``
+    positions are drawn from the softmax of those scores; the feature network
+    sees only the full-resolution patches there; the sampler's unbiased
+    estimator combines their features, with a custom backward that trains the
+    attention network too.
+
+    Args:
+        attention: maps x_low (B, C, *low) to scores (B, 1, *space) or
+            (B, *space), 1 to 3 spatial dims.
+        feature: maps patches (B*N, C, *patch) to features (B*N, D).
+        n_patches: N, the number of patches per image.
+        patch_size: patch extent in x_high pixels, an int or one per dim.
+        receptive_field: of the attention network in x_low pixels, for
+            "valid" convolution stacks (0 for "same" padding); the sample grid
+            tiles x_low minus ``receptive_field / 2`` on each side.
+        sampler: a registered sampler name or a :class:`Sampler`.
+        extractor: a registered extractor name or an :class:`Extractor`;
+            ``"auto"`` picks by where x_high lives.
+        smoothing: attention smoothing ``s``: every probability >= s / K.
+
+    ``x_high`` may stay in host memory (a CPU tensor or a numpy array,
+    memory-mapped ones included) while the networks run on an accelerator:
+    only the patches are moved. Integer images are converted to float32 in
+    [0, 1] during extraction.
+    """
+
+    def __init__(
+        self,
+        attention: nn.Module,
+        feature: nn.Module,
+        *,
+        n_patches: int,
+        patch_size: int | Sequence[int],
+        receptive_field: int = 0,
+        sampler: str | Sampler = "without_replacement",
+        extractor: str | Extractor = "auto",
+        smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(n_patches, int) or n_patches < 1:
+            raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
+        if receptive_field < 0:
+            raise ValueError(f"receptive_field must be >= 0, got {receptive_field!r}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        self.attention = attention
+        self.feature = feature
+        self.n_patches = n_patches
+        self.patch_size = _check_patch_size(patch_size)
+        self.receptive_field = receptive_field
+        self.sampler = sampler_registry.build(sampler) if isinstance(sampler, str) else sampler
+        self.extractor = get_extractor(extractor)
+        self.smoothing = smoothing
+
+    def attention_map(self, x_low: Tensor) -> Tensor:
+        """(B, C, *low) -> (B, *space) attention distribution."""
+        return attention_softmax(self.attention(x_low), self.smoothing)
+
+    def forward(
+        self,
+        x_low: Tensor,
+        x_high: Tensor | np.ndarray,
+        *,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> ATSOutput:
+        """Run attention sampling on a batch.
+
+        Args:
+            x_low: (B, C, *low) the low-resolution view, on the model's device.
+            x_high: (B, C, *high) the full-resolution images, anywhere.
+            generator: randomness for the sampler (on x_low's device).
+            deterministic: take the N most probable positions instead of
+                sampling (an inference-time ablation; not unbiased).
+        """
+        patch_size = self._check_inputs(x_low, x_high)
+        attention = self.attention_map(x_low)
+        if attention.ndim != x_low.ndim - 1:
+            raise ValueError(
+                f"the attention network must return (B, 1, *space) or (B, *space) with "
+                f"{x_low.ndim - 2} spatial dims like x_low {tuple(x_low.shape)}, got "
+                f"attention of shape {tuple(attention.shape)}"
+            )
+        if deterministic:
+            samples, probs = self.sampler.top(attention, self.n_patches)
+        else:
+            samples, probs = self.sampler.sample(attention, self.n_patches, generator=generator)
+        offsets = patch_offsets(
+            samples,
+            sample_space=tuple(attention.shape[1:]),
+            low_shape=tuple(x_low.shape[2:]),
+            high_shape=tuple(x_high.shape[2:]),
+            patch_size=patch_size,
+            receptive_field=self.receptive_field,
+        )
+        patches = self.extractor(x_high, offsets, patch_size, as_float=_is_integer(x_high))
+        patches = patches.to(x_low.device, non_blocking=True)
+        if patches.is_floating_point() and patches.dtype != x_low.dtype:
+            patches = patches.to(x_low.dtype)
+        b, n = patches.shape[:2]
+        feats = self.feature(patches.reshape(b * n, *patches.shape[2:]))
+        feats = feats.reshape(b, n, -1)
+        expected = self.sampler.expectation(feats, probs)
+        return ATSOutput(expected, attention, patches, offsets, samples, probs)
+
+    def _check_inputs(self, x_low: Tensor, x_high: Tensor | np.ndarray) -> tuple[int, ...]:
+        """Validate the inputs; returns the patch size with one entry per dim."""
+        if not isinstance(x_low, Tensor):
+            raise TypeError(f"x_low must be a torch.Tensor, got {type(x_low).__name__}")
+        if not 3 <= x_low.ndim <= 5:
+            raise ValueError(
+                f"x_low must have shape (B, C, *low) with 1 to 3 spatial dims, got "
+                f"{tuple(x_low.shape)}"
+            )
+        d = x_low.ndim - 2
+        patch_size = self.patch_size if isinstance(self.patch_size, tuple) else (self.patch_size,) * d
+        if len(patch_size) != d:
+            raise ValueError(
+                f"patch_size {self.patch_size} has {len(patch_size)} dims but x_low "
+                f"{tuple(x_low.shape)} has {d} spatial dims"
+            )
+        if not hasattr(x_high, "shape") or len(x_high.shape) != d + 2:
+            raise ValueError(
+                f"x_high must have shape (B, C, *high) with {d} spatial dims, got "
+                f"{tuple(getattr(x_high, 'shape', ()))}"
+            )
+        if x_high.shape[0] != x_low.shape[0]:
+            raise ValueError(
+                f"x_low and x_high must have the same batch size, got {x_low.shape[0]} "
+                f"and {x_high.shape[0]}"
+            )
+        high = tuple(x_high.shape[2:])
+        if any(p > h for p, h in zip(patch_size, high)):
+            raise ValueError(
+                f"patch_size {patch_size} is larger than the high-resolution image {high}"
+            )
+        return patch_size
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_patches={self.n_patches}, patch_size={self.patch_size}, "
+            f"receptive_field={self.receptive_field}, sampler={self.sampler!r}, "
+            f"extractor={getattr(self.extractor, 'name', self.extractor)!r}, "
+            f"smoothing={self.smoothing}"
+        )
+
+
+def _check_patch_size(patch_size: int | Sequence[int]) -> int | tuple[int, ...]:
+    """An int (the same in every dim) or a tuple of 1 to 3 positive ints."""
+    if isinstance(patch_size, (int, np.integer)) and not isinstance(patch_size, bool):
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be positive, got {patch_size!r}")
+        return int(patch_size)
+    size = tuple(int(p) for p in patch_size)
+    if not 1 <= len(size) <= 3 or any(p < 1 for p in size):
+        raise ValueError(
+            f"patch_size must be a positive int or 1 to 3 positive ints, got {patch_size!r}"
+        )
+    return size
+
+
+def _is_integer(x: Tensor | np.ndarray) -> bool:
+    if isinstance(x, Tensor):
+        return not x.is_floating_point()
+    return np.issubdtype(x.dtype, np.integer)

@@ -1,0 +1,186 @@
+"""The AttentionSampling module: its record, where data lives, the custom
+backward's role, errors, and a smoke training run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ats.core.model import AttentionSampling
+from ats.core.sampling import WithoutReplacement, WithReplacement
+from ats.plugins.networks.small import SmallAttention, SmallFeature
+from tasks.find_pattern import FindPatternDataset
+
+
+def _model(**kwargs) -> AttentionSampling:
+    torch.manual_seed(0)
+    defaults = dict(n_patches=3, patch_size=16, smoothing=1e-4)
+    defaults.update(kwargs)
+    return AttentionSampling(SmallAttention(), SmallFeature(), **defaults)
+
+
+def _batch(n=4, train=True):
+    data = FindPatternDataset(n, train=train)
+    return torch.utils.data.default_collate([data[i] for i in range(n)])
+
+
+def test_forward_returns_the_whole_record():
+    batch = _batch()
+    out = _model()(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(0))
+    assert out.features.shape == (4, 32)
+    assert out.attention.shape == (4, 16, 16)
+    torch.testing.assert_close(out.attention.sum((1, 2)), torch.ones(4))
+    assert out.patches.shape == (4, 3, 1, 16, 16)
+    assert out.patches.dtype == torch.float32  # uint8 x_high converted to [0, 1]
+    assert out.offsets.shape == out.samples.shape == (4, 3, 2)
+    assert out.probs.shape == (4, 3)
+    # probs are the attention at the samples; offsets follow the geometry
+    # (cell 8 px, patch 16: start = 8 s + 4 - 8)
+    for b in range(4):
+        for k in range(3):
+            r, c = out.samples[b, k].tolist()
+            assert out.probs[b, k] == out.attention[b, r, c]
+            assert out.offsets[b, k].tolist() == [8 * r - 4, 8 * c - 4]
+            ro, co = out.offsets[b, k].tolist()
+            expected = torch.zeros(16, 16)
+            src = batch["x_high"][b, 0].float() / 255
+            rs, cs = max(ro, 0), max(co, 0)
+            expected[rs - ro:min(ro + 16, 128) - ro, cs - co:min(co + 16, 128) - co] = \
+                src[rs:ro + 16, cs:co + 16]
+            torch.testing.assert_close(out.patches[b, k, 0], expected)
+
+
+def test_x_high_may_be_a_numpy_memmap_in_host_memory(tmp_path):
+    batch = _batch()
+    path = tmp_path / "images.u8"
+    mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=tuple(batch["x_high"].shape))
+    mm[:] = batch["x_high"].numpy()
+    mm.flush()
+    readonly = np.memmap(path, dtype=np.uint8, mode="r", shape=mm.shape)
+    model = _model()
+    a = model(batch["x_low"], readonly, generator=torch.Generator().manual_seed(1))
+    b = model(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a.patches, b.patches)
+    torch.testing.assert_close(a.features, b.features)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_networks_on_cuda_with_x_high_in_host_memory():
+    batch = _batch()
+    model = _model().cuda()
+    out = model(batch["x_low"].cuda(), batch["x_high"],
+                generator=torch.Generator(device="cuda").manual_seed(0))
+    assert out.patches.is_cuda and out.features.is_cuda
+    assert not batch["x_high"].is_cuda
+
+
+def _attention_grad_norm(model, batch, detach_probs: bool) -> float:
+    if detach_probs:
+        original = model.sampler.expectation
+        model.sampler.expectation = lambda f, p, w=None: original(f, p.detach(), w)
+    out = model(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(0))
+    target = torch.randn(out.features.shape, generator=torch.Generator().manual_seed(1))
+    (out.features * target).sum().backward()
+    grads = [p.grad for p in model.attention.parameters()]
+    return sum(float(g.norm()) for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("sampler", [WithReplacement(), WithoutReplacement()])
+def test_attention_gets_the_task_gradient_only_through_the_custom_backward(sampler):
+    batch = _batch()
+    assert _attention_grad_norm(_model(sampler=sampler), batch, detach_probs=False) > 1e-6
+    assert _attention_grad_norm(_model(sampler=sampler), batch, detach_probs=True) == 0.0
+
+
+def test_plain_autodiff_of_the_with_replacement_mean_gives_no_attention_gradient():
+    """Why the custom backward exists: mean(f) does not depend on a."""
+    model = _model(sampler=WithReplacement())
+    model.sampler.expectation = lambda f, p, w=None: f.mean(1) + 0 * p.detach().sum()
+    batch = _batch()
+    out = model(batch["x_low"], batch["x_high"])
+    out.features.sum().backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.attention.parameters())
+
+
+def test_deterministic_mode_takes_the_top_positions():
+    batch = _batch()
+    out = _model()(batch["x_low"], batch["x_high"], deterministic=True)
+    top = torch.topk(out.attention.reshape(4, -1), 3).indices
+    flat = out.samples[..., 0] * 16 + out.samples[..., 1]
+    assert torch.equal(flat, top)
+
+
+def test_one_dimensional_signals():
+    class Att(nn.Module):
+        def forward(self, x):
+            return x.mean(1)
+
+    class Feat(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)
+
+    model = AttentionSampling(Att(), Feat(), n_patches=2, patch_size=5)
+    x_high = torch.arange(2 * 40, dtype=torch.float32).reshape(2, 1, 40)
+    x_low = F.avg_pool1d(x_high, 4)
+    out = model(x_low, x_high)
+    assert out.patches.shape == (2, 2, 1, 5) and out.features.shape == (2, 5)
+
+
+def test_errors_name_the_problem():
+    batch = _batch()
+    model = _model()
+    with pytest.raises(ValueError, match="same batch size"):
+        model(batch["x_low"], batch["x_high"][:2])
+    with pytest.raises(ValueError, match=r"patch_size \(200, 200\) is larger than the high-resolution image"):
+        _model(patch_size=200)(batch["x_low"], batch["x_high"])
+    with pytest.raises(ValueError, match="x_low must have shape"):
+        model(batch["x_low"][:, 0, 0], batch["x_high"])
+    with pytest.raises(ValueError, match="n=400 distinct positions"):
+        _model(n_patches=400)(batch["x_low"], batch["x_high"])
+    with pytest.raises(ValueError, match="n_patches must be a positive int"):
+        _model(n_patches=0)
+    with pytest.raises(ValueError, match="patch_size must be positive"):
+        _model(patch_size=0)
+    with pytest.raises(KeyError, match="unknown sampler"):
+        _model(sampler="without_replacment")
+    with pytest.raises(KeyError, match="unknown extractor"):
+        _model(extractor="fast")
+
+
+@pytest.mark.parametrize("sampler,n_patches", [(WithoutReplacement(), 2), (WithReplacement(), 3)])
+def test_smoke_training_finds_the_pattern(sampler, n_patches):
+    """A synthetic task that needs the attention: the low view shows where
+    the texture is, not which; >= 95% test accuracy within 60 s on CPU."""
+    start = time.time()
+    torch.manual_seed(0)
+    model = _model(sampler=sampler, n_patches=n_patches)
+    head = nn.Linear(32, 4)
+    params = list(model.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    train = FindPatternDataset(2000, train=True)
+    test = _batch(500, train=False)
+    loader = torch.utils.data.DataLoader(train, batch_size=50, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    accuracy = 0.0
+    for epoch in range(12):
+        for batch in loader:
+            out = model(batch["x_low"], batch["x_high"], generator=g)
+            loss = F.cross_entropy(head(out.features), batch["y"])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+        with torch.no_grad():
+            out = model(test["x_low"], test["x_high"], generator=g)
+            accuracy = (head(out.features).argmax(1) == test["y"]).float().mean().item()
+        if accuracy >= 0.97:
+            break
+    assert accuracy >= 0.95, f"test accuracy {accuracy:.3f} after {epoch + 1} epochs"
+    assert time.time() - start < 60
