@@ -95,8 +95,10 @@ def resolve_run_config(task_name: str, preset: str | None, options: dict, sets: 
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any other setting, e.g. --set lr=3e-4 --set data.noise=false (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
+@click.option("--cross-validate", is_flag=True,
+              help="Train every fold of a k-fold task (e.g. colon_cancer) and report mean and std.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
-def run_main(task_name, preset, sets, resume, no_progress, **options) -> None:
+def run_main(task_name, preset, sets, resume, cross_validate, no_progress, **options) -> None:
     """Train and evaluate a model on a task, e.g. `ats-run --task mega_mnist`.
 
     Writes config.json, metrics.csv, checkpoint.pt (every epoch, atomically),
@@ -110,6 +112,8 @@ def run_main(task_name, preset, sets, resume, no_progress, **options) -> None:
     from ats.train.config import RunConfig, apply_overrides, parse_assignment
     from ats.train.engine import Trainer
 
+    if resume and cross_validate:
+        raise click.UsageError("--cross-validate continues unfinished folds by itself; drop --resume")
     options["patch_size"] = _patch_size(options.get("patch_size"))
     try:
         if resume:
@@ -139,8 +143,13 @@ def run_main(task_name, preset, sets, resume, no_progress, **options) -> None:
                     config, {"output": str(Path("runs") / f"{config.task}-{config.model}-{stamp}")},
                     parse=False)
         click.echo("configuration:\n" + config.to_json(), err=True)
-        trainer = Trainer(config, task=task, progress=not no_progress)
-        summary = trainer.fit(resume=resume)
+        if cross_validate:
+            from ats.train.crossval import cross_validate as run_folds
+
+            summary = run_folds(config, task, progress=not no_progress)
+        else:
+            trainer = Trainer(config, task=task, progress=not no_progress)
+            summary = trainer.fit(resume=resume)
     except KeyboardInterrupt:
         click.echo("stopped; the last checkpoint is intact (continue with --resume)", err=True)
         raise SystemExit(130)

@@ -1,0 +1,261 @@
+"""``ats-bench train``: training time and peak memory per sample, ATS against
+the CNN baselines, side by side in one run.
+
+Each model is measured in a fresh Python process, so one model's memory (or
+an out-of-memory failure of the full-resolution CNN) cannot affect another's
+figures. A step is forward + backward + optimiser step on a batch of the
+task's real input sizes (synthetic values unless ``--real-data``).
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what the
+model and batch occupy; on the CPU, the process's peak resident set size
+(``VmHWM``, reset through ``/proc/self/clear_refs``) above its size after the
+timed steps, with glibc told to return freed blocks to the OS (one extra step,
+after the timing). Both are divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+__all__ = ["train_command", "measure"]
+
+DEFAULT_MODELS = ("ats", "cnn_full", "cnn_low")
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _return_freed_memory_to_the_os() -> None:
+    """Make glibc give large freed blocks back (a fixed mmap threshold) and
+    trim its heap, so that the resident set size follows the live tensors;
+    by default it keeps freed activations resident and the peak would hide."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def measure(task_name: str, config_values: dict[str, Any], *, batch_size: int, steps: int,
+            warmup: int, device: str, real_data: bool) -> dict[str, Any]:
+    """Time ``steps`` training steps of one model in this process."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ats.registry import task as task_registry
+    from ats.train.engine import resolve_device
+
+    task = task_registry.build(task_name)
+    config = task.config(**config_values)
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    model = task.build_model(config).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-4, eps=config.adam_eps)
+    generator = torch.Generator(device=dev).manual_seed(0)
+    if real_data:
+        train, _ = task.datasets(config)
+        batch = torch.utils.data.default_collate([train[i % len(train)] for i in range(batch_size)])
+    else:
+        batch = task.synthetic_batch(config, batch_size, generator=torch.Generator().manual_seed(0))
+    x_low = batch["x_low"].to(dev)
+    y = batch["y"].to(dev)
+
+    def step() -> None:
+        out = model(x_low, batch["x_high"], generator=generator)
+        loss = F.cross_entropy(out.logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    # Warm-up first: one-off costs (numba loading its cached kernels, lazy
+    # allocations) are neither training time nor training memory.
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - start)
+
+    # Memory, measured after the timing so that it cannot slow it down.
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        step()
+        torch.cuda.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev) - base
+        memory_kind = "cuda max_memory_allocated"
+    else:
+        _return_freed_memory_to_the_os()
+        step()  # settle into the new allocation pattern
+        base = _rss_kib("VmRSS") * 1024
+        resettable = _reset_peak_rss()
+        step()
+        peak = _rss_kib("VmHWM") * 1024 - base
+        memory_kind = "peak RSS" if resettable else "peak RSS (not resettable: upper bound)"
+    median = float(np.median(times))
+    return {
+        "model": config.model,
+        "batch_size": batch_size,
+        "steps": steps,
+        "step_seconds_median": median,
+        "seconds_per_sample": median / batch_size,
+        "peak_bytes": int(peak),
+        "peak_bytes_per_sample": peak / batch_size,
+        "memory_measure": memory_kind,
+        "parameters": sum(p.numel() for p in params),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _run_isolated(request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "ats.bench.train", json.dumps(request)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": request["config"]["model"], "error": f"timed out after {timeout:.0f} s"}
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else " | ".join(tail)
+        return {"model": request["config"]["model"], "error": reason or f"exit {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f}"
+
+
+@click.command(name="train")
+@click.option("--task", "task_name", required=True, help="Task whose input sizes and networks to use.")
+@click.option("--model", "models", multiple=True, default=DEFAULT_MODELS, show_default=True,
+              help="Models to measure (repeatable).")
+@click.option("--preset", default=None, help="A task preset (default: the paper's setting).")
+@click.option("--batch-size", type=int, default=16, show_default=True,
+              help="Batch size for ATS and the low-resolution CNN.")
+@click.option("--full-batch-size", type=int, default=2, show_default=True,
+              help="Batch size for the full-resolution CNN (it needs far more memory).")
+@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (median).")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed steps first.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any run setting.")
+@click.option("--real-data", is_flag=True, help="Use the task's data set instead of random inputs.")
+@click.option("--timeout", type=float, default=1800, show_default=True,
+              help="Seconds allowed per model.")
+@click.option("--json", "json_path", default=None, help="Write the results as JSON to a file, or '-'.")
+def train_command(task_name, models, preset, batch_size, full_batch_size, steps, warmup, device,
+                  sets, real_data, timeout, json_path) -> None:
+    """Training time and peak memory per sample of ATS and the CNN baselines."""
+    from ats.cli import resolve_run_config
+
+    for name, value in (("batch-size", batch_size), ("full-batch-size", full_batch_size),
+                        ("steps", steps)):
+        if value < 1:
+            raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{name}")
+    try:
+        task, config = resolve_run_config(task_name, preset, {}, sets)
+        for model in models:
+            if model not in task.models:
+                raise ValueError(f"unknown model {model!r} for task {task_name!r}; models: "
+                                 f"{', '.join(task.models)}")
+        low, high = task.input_shapes(config)
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    machine = _machine()
+    click.echo(f"ats-bench train --task {task_name}: x_low {low}, x_high {high}; "
+               f"{'real' if real_data else 'synthetic'} inputs", err=True)
+    click.echo(f"machine: {machine}", err=True)
+    results = []
+    base = {k: v for k, v in config.to_dict().items() if k not in ("task", "data", "preset")}
+    base.update({f"data.{k}": v for k, v in config.data.items()})
+    for model in models:
+        b = full_batch_size if model == "cnn_full" else batch_size
+        click.echo(f"measuring {model} (batch {b}, {warmup} + {steps} steps) ...", err=True)
+        request = {"task": task_name, "config": {**base, "model": model}, "batch_size": b,
+                   "steps": steps, "warmup": warmup, "device": device, "real_data": real_data}
+        results.append(_run_isolated(request, timeout))
+    ats = next((r for r in results if r.get("model") == "ats" and "error" not in r), None)
+    rows = [("model", "batch", "ms/step", "ms/sample", "peak MiB/sample", "time vs ATS",
+             "memory vs ATS")]
+    for r in results:
+        if "error" in r:
+            rows.append((r["model"], "-", "-", "-", "-", "failed: " + r["error"], ""))
+            continue
+        t_ratio = r["seconds_per_sample"] / ats["seconds_per_sample"] if ats else float("nan")
+        m_ratio = (r["peak_bytes_per_sample"] / ats["peak_bytes_per_sample"]
+                   if ats and ats["peak_bytes_per_sample"] > 0 else float("nan"))
+        r["time_ratio_vs_ats"], r["memory_ratio_vs_ats"] = t_ratio, m_ratio
+        rows.append((r["model"], str(r["batch_size"]), f"{1e3 * r['step_seconds_median']:,.1f}",
+                     f"{1e3 * r['seconds_per_sample']:,.2f}", _mib(r["peak_bytes_per_sample"]),
+                     f"{t_ratio:,.1f}x", f"{m_ratio:,.1f}x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    payload = {"task": task_name, "machine": machine, "x_low": low, "x_high": high,
+               "synthetic": not real_data, "results": results}
+    if json_path == "-":
+        click.echo(json.dumps(payload, indent=2))
+    elif json_path:
+        with open(json_path, "w") as f:
+            json.dump(payload, f, indent=2)
+
+
+def _worker_main(argv: list[str]) -> None:
+    request = json.loads(argv[0])
+    result = measure(request["task"], request["config"], batch_size=request["batch_size"],
+                     steps=request["steps"], warmup=request["warmup"], device=request["device"],
+                     real_data=request["real_data"])
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1:])

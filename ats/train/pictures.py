@@ -1,0 +1,154 @@
+"""Pictures a person can look at: attention overlays, patches, curves.
+
+matplotlib with the Agg backend (no display needed); every file is written
+atomically so a kill never leaves a broken PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ats.train.checkpoint import atomic_write_bytes
+
+__all__ = ["save_attention_figure", "save_patches_figure", "save_curves_figure"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _as_image(x: np.ndarray) -> np.ndarray:
+    """(C, h, w) -> (h, w) or (h, w, 3) in [0, 1] for imshow."""
+    x = np.asarray(x)
+    x = x / 255.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+    img = x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1)
+    lo, hi = float(img.min()), float(img.max())
+    if lo < 0.0 or hi > 1.0:  # augmented or normalised input: rescale to show it
+        img = (img - lo) / max(hi - lo, 1e-8)
+    return img
+
+
+def save_attention_figure(
+    path: str | os.PathLike,
+    x_low: np.ndarray,
+    attention: np.ndarray,
+    offsets: np.ndarray,
+    patch_size: Sequence[int],
+    high_shape: Sequence[int],
+    *,
+    titles: Sequence[str] | None = None,
+) -> None:
+    """Two panels per image: the low view and the attention map, each with
+    the sampled patches outlined (numbered in draw order).
+
+    Args:
+        x_low: (B, C, h, w) low-resolution views.
+        attention: (B, h', w') attention distributions.
+        offsets: (B, N, 2) patch top-left corners in x_high pixels.
+        patch_size: (ph, pw) in x_high pixels.
+        high_shape: (H, W) of x_high, to map patches onto the low view.
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    b = len(x_low)
+    # Top row: the low view as the attention network sees it; bottom row: the
+    # attention map. Both with the sampled patches outlined in draw order.
+    fig, axes = plt.subplots(2, b, figsize=(3.6 * b, 7.4), squeeze=False)
+    for i in range(b):
+        img = _as_image(x_low[i])
+        h, w = img.shape[:2]
+        sy, sx = h / high_shape[0], w / high_shape[1]
+        top, bottom = axes[0, i], axes[1, i]
+        top.imshow(img, cmap="gray", extent=(0, w, h, 0), interpolation="nearest")
+        shown = bottom.imshow(attention[i], cmap="viridis", extent=(0, w, h, 0),
+                              interpolation="nearest")
+        fig.colorbar(shown, ax=bottom, fraction=0.046, pad=0.02)
+        for k, (r, c) in enumerate(offsets[i]):
+            for ax, color in ((top, "red"), (bottom, "white")):
+                ax.add_patch(Rectangle((c * sx, r * sy), patch_size[1] * sx, patch_size[0] * sy,
+                                       fill=False, edgecolor=color, linewidth=1.0))
+            top.text(c * sx + 1, r * sy + 1, str(k + 1), color="red", fontsize=7, va="top")
+        for ax in (top, bottom):
+            ax.set_xlim(0, w)
+            ax.set_ylim(h, 0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        top.set_title(titles[i] if titles is not None else f"item {i}", fontsize=9)
+        bottom.set_title("attention (patches in draw order)", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_patches_figure(
+    path: str | os.PathLike,
+    patches: np.ndarray,
+    probs: np.ndarray,
+    *,
+    row_titles: Sequence[str] | None = None,
+) -> None:
+    """A grid: one row per image, one column per sampled patch (in draw
+    order), each titled with its attention probability.
+
+    Args:
+        patches: (B, N, C, ph, pw).
+        probs: (B, N).
+    """
+    plt = _pyplot()
+    b, n = patches.shape[:2]
+    fig, axes = plt.subplots(b, n, figsize=(1.6 * n, 1.8 * b), squeeze=False)
+    for i in range(b):
+        for k in range(n):
+            ax = axes[i, k]
+            ax.imshow(_as_image(patches[i, k]), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_title(f"a={probs[i, k]:.2g}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
+    _save(fig, path)
+
+
+def save_curves_figure(path: str | os.PathLike, history: Sequence[dict]) -> None:
+    """Training loss and train/test error against epochs."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
+    test_loss = [(h["epoch"], h["test_loss"]) for h in history if h.get("test_loss") is not None]
+    if test_loss:
+        ax_loss.plot(*zip(*test_loss), label="test")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_err.plot(epochs, [h["train_error"] for h in history], label="train")
+    tested = [h for h in history if h.get("test_error") is not None]
+    if tested:
+        e = np.array([h["epoch"] for h in tested])
+        m = np.array([h["test_error"] for h in tested])
+        s = np.array([h.get("test_error_std") or 0.0 for h in tested])
+        ax_err.plot(e, m, label="test (mean over sampling seeds)")
+        ax_err.fill_between(e, m - s, m + s, alpha=0.25)
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("error")
+    ax_err.set_ylim(0, 1)
+    ax_err.legend()
+    fig.tight_layout()
+    _save(fig, path)

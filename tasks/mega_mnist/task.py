@@ -1,0 +1,69 @@
+"""The ``mega_mnist`` task plugin: Megapixel MNIST with the paper's settings
+(ATS_SPEC 3.1), the framework-default differences neutralised (Keras
+initialisation, Adam epsilon 1e-7, global gradient-norm clip)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch.utils.data import Dataset
+
+from ats.registry import task
+from ats.task import Task
+from ats.train.config import RunConfig
+from tasks.mega_mnist.data import PRESETS, MegaMNISTConfig, make_datasets
+
+_DATA_FIELDS = {f.name: f.default for f in dataclasses.fields(MegaMNISTConfig)}
+
+
+def _data_preset(name: str) -> dict:
+    return {f"data.{k}": v for k, v in dataclasses.asdict(PRESETS[name]).items()}
+
+
+@task.register("mega_mnist")
+class MegaMNIST(Task):
+    """Megapixel MNIST: 5 digits on a 1500x1500 canvas, 3 of the target class;
+    the label is the majority digit. The attention network sees a 180x180
+    view built object by object; the feature network sees 50x50 patches."""
+
+    name = "mega_mnist"
+    num_classes = 10
+    in_channels = 1
+    defaults = {
+        "attention": "mnist",
+        "feature": "mnist",
+        "n_patches": 10,
+        "patch_size": 50,
+        "receptive_field": 0,
+        "batch_size": 128,
+        "epochs": 500,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "clip_norm": 1.0,
+        "entropy": 1e-4,
+        "smoothing": 1e-5,
+        "sampler": "without_replacement",
+    }
+    data_defaults = dict(_DATA_FIELDS)
+    presets = {
+        "paper": _data_preset("paper"),
+        "easy": _data_preset("easy"),
+        # Small and fast, for CI: a few epochs on 300x300 images.
+        "smoke": {**_data_preset("smoke"), "epochs": 3, "batch_size": 32, "n_patches": 5,
+                  "eval_seeds": 2, "pictures": 3},
+    }
+
+    def _data_config(self, config: RunConfig) -> MegaMNISTConfig:
+        try:
+            data = MegaMNISTConfig(**config.data)
+        except TypeError as exc:
+            raise ValueError(f"bad Megapixel MNIST data options {config.data}: {exc}") from None
+        data.validate()
+        return data
+
+    def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
+        return make_datasets(self._data_config(config), data_dir=config.data_dir)
+
+    def input_shapes(self, config: RunConfig):
+        data = self._data_config(config)
+        return data.low_shape, data.high_shape
