@@ -35,7 +35,7 @@ class ColonCancerTask(Task):
         "smoothing": 0.0,  # the port's value; --set smoothing=1e-4 bounds the 1/a terms
     }
     data_defaults = {"fold": 0, "k": 5, "split_seed": 0, "augment": True, "scale": 0.2,
-                     "seed": 0}
+                     "seed": 0, "n_images": 100}
     presets = {"paper": {}}
     folds_key = "fold"
 
