@@ -7,6 +7,7 @@ over to library code, so everything here is also usable from Python.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 
 import click
@@ -142,7 +143,9 @@ def run_main(task_name, preset, sets, resume, cross_validate, no_progress, **opt
                 config = apply_overrides(
                     config, {"output": str(Path("runs") / f"{config.task}-{config.model}-{stamp}")},
                     parse=False)
-        click.echo("configuration:\n" + config.to_json(), err=True)
+        main_rank = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 speaks
+        if main_rank:
+            click.echo("configuration:\n" + config.to_json(), err=True)
         if cross_validate:
             from ats.train.crossval import cross_validate as run_folds
 
@@ -155,7 +158,8 @@ def run_main(task_name, preset, sets, resume, cross_validate, no_progress, **opt
         raise SystemExit(130)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    if main_rank:
+        click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
 
 
 class _LazyGroup(click.Group):

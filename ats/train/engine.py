@@ -5,9 +5,11 @@ One :class:`Trainer` per run: it builds the task's data and model from a
 sampling seeds, writes metrics (CSV, JSON, TensorBoard when installed),
 pictures and an atomic checkpoint every epoch, and resumes exactly.
 
-Written for one process today and for ``torchrun`` tomorrow: data sampling,
-seeds and evaluation are per rank (``RANK``/``WORLD_SIZE``), and only rank 0
-writes files.
+Runs in one process, or under ``torchrun`` with DistributedDataParallel:
+each rank trains on its own shard with its own seeds (``RANK``,
+``WORLD_SIZE``), evaluation sums errors over ranks, and only rank 0 writes
+files. (Train metrics are rank 0's shard; a resumed multi-rank run restores
+rank 0's random states on every rank.)
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class Trainer:
         self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self._log = log or _default_log
         self._check_config()
-        self.device = resolve_device(config.device)
+        self.device = _init_distributed(resolve_device(config.device), self.world_size)
         self.output = Path(config.output) if config.output else None
 
         _seed_everything(config.seed + self.rank)
@@ -122,6 +124,11 @@ class Trainer:
             )
         self.model = self.task.build_model(config).to(self.device)
         self._check_geometry()
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = self._build_optimizer()
         weights = self.task.class_weights(self.train_set) if config.class_weights else None
         self.class_weights = weights.to(self.device) if weights is not None else None
@@ -156,7 +163,7 @@ class Trainer:
         if self.config.model != "ats":
             return
         low, high = self.task.input_shapes(self.config)
-        ats = self.model.ats
+        ats = _unwrap(self.model).ats
         with torch.no_grad():
             attention = ats.attention_map(torch.zeros((1, *low), device=self.device))
         positions = int(np.prod(attention.shape[1:]))
@@ -525,6 +532,21 @@ def _set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
     set_epoch = getattr(dataset, "set_epoch", None)
     if callable(set_epoch):
         set_epoch(epoch)
+
+
+def _init_distributed(device: torch.device, world_size: int) -> torch.device:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (NCCL on
+    CUDA, Gloo on the CPU); each rank takes the GPU of its LOCAL_RANK."""
+    if world_size <= 1:
+        return device
+    import torch.distributed as dist
+
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

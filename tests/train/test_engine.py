@@ -140,3 +140,23 @@ def test_epoch_sampler_shards_and_reshuffles():
     assert list(a) != first
     a.set_epoch(3)
     assert list(a) == first
+
+
+def test_torchrun_with_two_ranks_trains_and_rank_0_writes(tmp_path):
+    """DistributedDataParallel on the CPU (Gloo): shards, all-reduced evaluation."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29533", "-m", "ats", "--task", "find_pattern", "--epochs", "1",
+           "--set", "data.n_train=80", "--set", "data.n_test=31", "--set", "pictures=0", "--set", "eval_seeds=1",
+           "--output", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count('"final_test_error"') == 1  # one summary, from rank 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 1
+    # the test error counts all 31 items, summed over the shards of 16 and 15
+    error = json.loads((out / "summary.json").read_text())["final_test_error"]
+    assert 0 < error < 1 and abs(error * 31 - round(error * 31)) < 1e-9
