@@ -59,11 +59,11 @@ def test_same_conv_pads_like_tensorflow():
 
 def test_keras_initialisation_and_the_speed_limits_l2_penalty():
     net = attention.build("speed_limits")
-    assert all(float(c.bias.abs().sum()) == 0 for c in net.convs)
+    assert all(float(c.bias.detach().abs().sum()) == 0 for c in net.convs)
     w = net.convs[0].weight
     bound = (6 / (w.shape[1] * 9 + w.shape[0] * 9)) ** 0.5  # glorot uniform
-    assert float(w.abs().max()) <= bound
+    assert float(w.detach().abs().max()) <= bound
     expected = 1e-5 * sum(float((c.weight.detach() ** 2).sum()) for c in net.convs)
     assert float(net.regularization().detach()) == pytest.approx(expected)
     lin = keras_init(torch.nn.Linear(4, 2))
-    assert float(lin.bias.abs().sum()) == 0
+    assert float(lin.bias.detach().abs().sum()) == 0
