@@ -49,22 +49,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from ats.data.transforms import (
-    COORDINATES,
-    Augmentation,
-    ColorJitter,
-    RandomDihedral,
-    apply_augmentations,
-    as_float_image,
-    read_image_size,
-    item_rng,
-    read_rgb_image,
-    resize_bilinear,
-    scaled_size,
-)
+from ats.data.image_dataset import ImageFileDataset
+from ats.data.transforms import Augmentation, ColorJitter, RandomDihedral
 
 __all__ = [
     "IMAGE_SIZE",
@@ -212,8 +199,12 @@ def default_augmentations() -> list[Augmentation]:
     return [RandomDihedral(), ColorJitter(0.1, 0.1, 0.1, 0.1)]
 
 
-class ColonCancer(Dataset):
+class ColonCancer(ImageFileDataset):
     """One side of a fold of the colon-cancer task, images read lazily (see the module docstring).
+
+    Items, :meth:`set_epoch`, :meth:`read_image` and :attr:`class_counts` come
+    from :class:`~ats.data.image_dataset.ImageFileDataset`; this class finds,
+    labels and splits the images.
 
     Args:
         root: a folder in any accepted layout (see :data:`LAYOUT`).
@@ -234,6 +225,8 @@ class ColonCancer(Dataset):
         all_targets: labels of all images of the data set (by number order).
     """
 
+    num_classes = 2  #: 0: no epithelial nucleus, 1: at least one
+
     def __init__(self, root: str | os.PathLike, split: str = "train", *, fold: int = 0, k: int = 5,
                  split_seed: int = 0, stratify: bool = True, augment: bool | None = None,
                  augmentations: Sequence[Augmentation] | None = None, seed: int = 0, scale: float = 0.2,
@@ -242,27 +235,15 @@ class ColonCancer(Dataset):
         if split not in ("train", "test", "all"):
             raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
         self.split, self.fold, self.k = split, int(fold), int(k)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.low_size = scaled_size(self.image_size, scale)
-        self.scale = float(scale)
-        if resize_coordinates not in COORDINATES:
-            raise ValueError(f"resize_coordinates must be one of {COORDINATES}, got {resize_coordinates!r}")
-        self.resize_coordinates = resize_coordinates
-        self.augment = (split == "train") if augment is None else bool(augment)
-        self.augmentations = list(default_augmentations() if augmentations is None else augmentations)
-        item_rng(seed, 0, 0)  # validates the seed early
-        self.seed, self.epoch = int(seed), 0
-        self.cache = bool(cache)
-        self._cache: dict[int, np.ndarray] = {}
+        super().__init__(split=split, image_size=image_size, scale=scale,
+                         resize_coordinates=resize_coordinates, augment=augment,
+                         augmentations=augmentations, default_augmentations=default_augmentations,
+                         seed=seed, cache=cache)
 
         numbers, bmps, mats = scan_images(root, n_images)
         self.root = bmps[0].parent.parent
         self.all_targets = np.array([read_label(m) for m in mats], dtype=np.int64)
-        bad = [f"{p} is {hw[0]}x{hw[1]}" for p in bmps if (hw := read_image_size(p)) != self.image_size]
-        if bad:
-            h, w = self.image_size
-            raise ValueError(f"{len(bad)} image(s) of unexpected size (expected {h}x{w} HxW pixels): "
-                             + "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
+        self._check_sizes(bmps)
 
         if split == "all":
             idx = list(range(len(numbers)))
@@ -274,54 +255,6 @@ class ColonCancer(Dataset):
         self.paths = [bmps[j] for j in idx]
         self.mat_paths = [mats[j] for j in idx]
         self.targets = self.all_targets[idx]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    @property
-    def high_shape(self) -> tuple[int, int, int]:
-        return (3, *self.image_size)
-
-    @property
-    def low_shape(self) -> tuple[int, int, int]:
-        return (3, *self.low_size)
-
-    @property
-    def class_counts(self) -> np.ndarray:
-        """Images per class, ``int64 (2,)``."""
-        return np.bincount(self.targets, minlength=2)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draws of ``epoch`` (integer >= 0)."""
-        item_rng(self.seed, epoch, 0)
-        self.epoch = int(epoch)
-
-    def _index(self, i: int) -> int:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} images")
-        return int(i) % n
-
-    def read_image(self, i: int) -> np.ndarray:
-        """Image ``i`` as stored: ``uint8 (H, W, 3)`` RGB."""
-        i = self._index(i)
-        img = self._cache.get(i)
-        if img is None:
-            img = read_rgb_image(self.paths[i], self.image_size)
-            if self.cache:
-                self._cache[i] = img
-        return img
-
-    def __getitem__(self, i: int) -> dict:
-        i = self._index(i)
-        x_high = torch.from_numpy(np.ascontiguousarray(self.read_image(i).transpose(2, 0, 1)))
-        if self.augment:
-            x_high = apply_augmentations(as_float_image(x_high), self.augmentations,
-                                         item_rng(self.seed, self.epoch, i)).contiguous()
-            x_low = resize_bilinear(x_high, self.low_size, self.resize_coordinates)
-        else:
-            x_low = resize_bilinear(as_float_image(x_high), self.low_size, self.resize_coordinates)
-        return {"x_low": x_low.to(torch.float32), "x_high": x_high, "y": int(self.targets[i]), "index": i}
 
     def __repr__(self) -> str:
         return (f"ColonCancer({self.split}, fold={self.fold}/{self.k}, n={len(self)}, "

@@ -46,8 +46,29 @@ N_NOISE_PATTERNS = 50  #: size of the shared bank of noise patterns (fixed in th
 MAX_POSITION_TRIES = 10_000  #: redraws allowed per digit before giving up (see _get_positions)
 
 
+class _Shapes:
+    """``high_shape``/``low_shape`` from the attributes ``height``, ``width`` and ``scale``.
+
+    Shared by :class:`MegaMNISTConfig` and :class:`MegapixelMNIST`, which both have them.
+    """
+
+    height: int
+    width: int
+    scale: float
+
+    @property
+    def high_shape(self) -> tuple[int, int, int]:
+        """Shape of ``x_high``: (1, height, width)."""
+        return (1, self.height, self.width)
+
+    @property
+    def low_shape(self) -> tuple[int, int, int]:
+        """Shape of ``x_low``: (1, int(height*scale), int(width*scale))."""
+        return (1, int(self.height * self.scale), int(self.width * self.scale))
+
+
 @dataclass(frozen=True)
-class MegaMNISTConfig:
+class MegaMNISTConfig(_Shapes):
     """Settings of a Megapixel MNIST train/test pair.
 
     ``width``/``height`` are the high-resolution size in pixels; the low view
@@ -67,16 +88,6 @@ class MegaMNISTConfig:
     n_train: int = 5000
     n_test: int = 1000
     seed: int = 0
-
-    @property
-    def high_shape(self) -> tuple[int, int, int]:
-        """Shape of ``x_high``: (1, height, width)."""
-        return (1, self.height, self.width)
-
-    @property
-    def low_shape(self) -> tuple[int, int, int]:
-        """Shape of ``x_low``: (1, int(height*scale), int(width*scale))."""
-        return (1, int(self.height * self.scale), int(self.width * self.scale))
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid setting."""
@@ -293,7 +304,7 @@ def _paste(canvas: np.ndarray, block: np.ndarray, r: int, c: int) -> None:
 # The dataset
 
 
-class MegapixelMNIST(Dataset):
+class MegapixelMNIST(_Shapes, Dataset):
     """Megapixel MNIST images rendered on demand.
 
     Args:
@@ -353,14 +364,6 @@ class MegapixelMNIST(Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
-
-    @property
-    def high_shape(self) -> tuple[int, int, int]:
-        return (1, self.height, self.width)
-
-    @property
-    def low_shape(self) -> tuple[int, int, int]:
-        return (1, int(self.height * self.scale), int(self.width * self.scale))
 
     def _index(self, i: int) -> int:
         n = len(self)

@@ -6,44 +6,5 @@ See :mod:`tasks.speed_limits.data` for the expected files, the filtering
 and the item format.
 """
 
-from .data import (
-    CLASSES,
-    EXPECTED_COUNTS,
-    IMAGE_SIZE,
-    LAYOUT,
-    LIMITS,
-    VISIBILITY,
-    AnnotationIssue,
-    ImageAnnotation,
-    Sign,
-    SpeedLimits,
-    class_weights,
-    default_augmentations,
-    find_root,
-    label_of,
-    make_datasets,
-    parse_annotations,
-    parse_number,
-    set_name,
-)
-
-__all__ = [
-    "CLASSES",
-    "EXPECTED_COUNTS",
-    "IMAGE_SIZE",
-    "LAYOUT",
-    "LIMITS",
-    "VISIBILITY",
-    "AnnotationIssue",
-    "ImageAnnotation",
-    "Sign",
-    "SpeedLimits",
-    "class_weights",
-    "default_augmentations",
-    "find_root",
-    "label_of",
-    "make_datasets",
-    "parse_annotations",
-    "parse_number",
-    "set_name",
-]
+from tasks.speed_limits.data import *  # noqa: F401,F403  (the names of its __all__)
+from tasks.speed_limits.data import __all__  # noqa: F401

@@ -82,22 +82,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from ats.data.transforms import (
-    COORDINATES,
-    Augmentation,
-    ImageLinearTransform,
-    ImagePan,
-    apply_augmentations,
-    as_float_image,
-    read_image_size,
-    item_rng,
-    read_rgb_image,
-    resize_bilinear,
-    scaled_size,
-)
+from ats.data.image_dataset import ImageFileDataset
+from ats.data.transforms import Augmentation, ImageLinearTransform, ImagePan
 
 __all__ = [
     "CLASSES",
@@ -359,8 +346,12 @@ def _warn_skipped(issues: Sequence[AnnotationIssue], what: str) -> None:
         warnings.warn(f"{len(skipped)} {what} skipped (see .issues): {first}{more}", UserWarning, stacklevel=3)
 
 
-class SpeedLimits(Dataset):
+class SpeedLimits(ImageFileDataset):
     """One split of the speed-limits task, images read lazily (see the module docstring).
+
+    Items, :meth:`set_epoch`, :meth:`read_image` and :attr:`class_counts` come
+    from :class:`~ats.data.image_dataset.ImageFileDataset`; this class finds,
+    filters and labels the images and, with ``bgr=True``, flips the channels.
 
     Args:
         root: the folder holding ``Set1``/``Set2`` (see :data:`LAYOUT`).
@@ -386,6 +377,8 @@ class SpeedLimits(Dataset):
         counts: how many lines were read and why images were kept or dropped.
     """
 
+    num_classes = len(CLASSES)  #: 4: EMPTY and the three speed limits
+
     def __init__(self, root: str | os.PathLike, split: str = "train", *, split_seed: int = 0,
                  augment: bool | None = None, augmentations: Sequence[Augmentation] | None = None,
                  seed: int = 0, scale: float = 0.3, resize_coordinates: str = "asymmetric",
@@ -396,18 +389,11 @@ class SpeedLimits(Dataset):
         self.root = Path(root).expanduser()
         self.split = split
         self.set_name = set_name(split, split_seed)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.low_size = scaled_size(self.image_size, scale)
-        self.scale = float(scale)
-        if resize_coordinates not in COORDINATES:
-            raise ValueError(f"resize_coordinates must be one of {COORDINATES}, got {resize_coordinates!r}")
-        self.resize_coordinates = resize_coordinates
-        self.augment = (split == "train") if augment is None else bool(augment)
-        self.augmentations = list(default_augmentations() if augmentations is None else augmentations)
-        item_rng(seed, 0, 0)  # validates the seed early
-        self.seed, self.epoch = int(seed), 0
-        self.bgr, self.cache = bool(bgr), bool(cache)
-        self._cache: dict[int, np.ndarray] = {}
+        super().__init__(split=split, image_size=image_size, scale=scale,
+                         resize_coordinates=resize_coordinates, augment=augment,
+                         augmentations=augmentations, default_augmentations=default_augmentations,
+                         seed=seed, cache=cache)
+        self.bgr = bool(bgr)
 
         folder = self.root / self.set_name
         if not folder.is_dir():
@@ -450,34 +436,7 @@ class SpeedLimits(Dataset):
         if check_images:
             self._check_sizes()
 
-    def _check_sizes(self) -> None:
-        bad = []
-        for p in self.paths:
-            hw = read_image_size(p)
-            if hw != self.image_size:
-                bad.append(f"{p} is {hw[0]}x{hw[1]}")
-        if bad:
-            h, w = self.image_size
-            raise ValueError(f"{len(bad)} image(s) of unexpected size (expected {h}x{w} HxW pixels): "
-                             + "; ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
-
     # ------------------------------------------------------------------ properties
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    @property
-    def high_shape(self) -> tuple[int, int, int]:
-        return (3, *self.image_size)
-
-    @property
-    def low_shape(self) -> tuple[int, int, int]:
-        return (3, *self.low_size)
-
-    @property
-    def class_counts(self) -> np.ndarray:
-        """Images per class, ``int64 (4,)``."""
-        return np.bincount(self.targets, minlength=len(CLASSES))
 
     @property
     def class_frequencies(self) -> np.ndarray:
@@ -487,41 +446,12 @@ class SpeedLimits(Dataset):
         """``(1/4) / freq_c``, see :func:`class_weights`."""
         return class_weights(self.targets, len(CLASSES))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draws of ``epoch`` (integer >= 0)."""
-        item_rng(self.seed, epoch, 0)
-        self.epoch = int(epoch)
-
     # ------------------------------------------------------------------ items
 
-    def _index(self, i: int) -> int:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} images")
-        return int(i) % n
-
-    def read_image(self, i: int) -> np.ndarray:
-        """Image ``i`` as stored: ``uint8 (H, W, 3)``, RGB (BGR with ``bgr=True``)."""
-        i = self._index(i)
-        img = self._cache.get(i)
-        if img is None:
-            img = read_rgb_image(self.paths[i], self.image_size)
-            if self.bgr:
-                img = np.ascontiguousarray(img[..., ::-1])
-            if self.cache:
-                self._cache[i] = img
-        return img
-
-    def __getitem__(self, i: int) -> dict:
-        i = self._index(i)
-        x_high = torch.from_numpy(np.ascontiguousarray(self.read_image(i).transpose(2, 0, 1)))
-        if self.augment:
-            x_high = apply_augmentations(as_float_image(x_high), self.augmentations,
-                                         item_rng(self.seed, self.epoch, i))
-            x_low = resize_bilinear(x_high, self.low_size, self.resize_coordinates)
-        else:
-            x_low = resize_bilinear(as_float_image(x_high), self.low_size, self.resize_coordinates)
-        return {"x_low": x_low.to(torch.float32), "x_high": x_high, "y": int(self.targets[i]), "index": i}
+    def _decode(self, i: int) -> np.ndarray:
+        """Image ``i`` decoded: ``uint8 (H, W, 3)``, RGB (BGR with ``bgr=True``)."""
+        img = super()._decode(i)
+        return np.ascontiguousarray(img[..., ::-1]) if self.bgr else img
 
     def __repr__(self) -> str:
         return (f"SpeedLimits({self.split}={self.set_name}, n={len(self)}, classes={self.class_counts.tolist()}, "
