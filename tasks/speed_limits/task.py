@@ -3,13 +3,15 @@ the paper's settings (ATS_SPEC 3.2)."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.utils.data import Dataset
 
 from ats.registry import task
 from ats.task import Task
 from ats.train.config import RunConfig
-from tasks.speed_limits.data import CLASSES, make_datasets
+from tasks.speed_limits.data import CLASSES, EXPECTED_COUNTS, make_datasets
 
 
 @task.register("speed_limits")
@@ -42,7 +44,17 @@ class SpeedLimitsTask(Task):
     presets = {"paper": {}}
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
-        return make_datasets(config.data_dir, **config.data)
+        train, test = make_datasets(config.data_dir, **config.data)
+        counts = {"train": len(train), "test": len(test)}
+        if counts != EXPECTED_COUNTS:
+            # Not an error: a subset or another annotation release is legitimate.
+            warnings.warn(
+                f"speed_limits: {counts['train']} train / {counts['test']} test images after "
+                f"filtering, not the paper's {EXPECTED_COUNTS['train']} / "
+                f"{EXPECTED_COUNTS['test']}; results are not comparable with the paper's",
+                UserWarning, stacklevel=2,
+            )
+        return train, test
 
     def input_shapes(self, config: RunConfig):
         scale = config.data["scale"]

@@ -55,6 +55,7 @@ def _summary(result):
     return json.loads(result.stdout[result.stdout.index("{"):])
 
 
+@pytest.mark.filterwarnings("ignore:speed_limits")
 def test_speed_limits_trains_from_a_data_dir(tmp_path):
     data = _speed_limits(tmp_path / "sts")
     out = tmp_path / "run"
@@ -70,12 +71,14 @@ def test_speed_limits_trains_from_a_data_dir(tmp_path):
 
 def test_speed_limits_baseline_and_class_weights(tmp_path):
     data = _speed_limits(tmp_path / "sts")
-    result = CliRunner().invoke(run_main, [
-        "--task", "speed_limits", "--data-dir", str(data), "--model", "cnn_low",
-        "--output", str(tmp_path / "low"), "--set", "class_weights=true", *QUICK])
-    assert _summary(result)["model"] == "cnn_low"
     task = task_registry.build("speed_limits")
-    train, _ = task.datasets(task.config(data_dir=str(data)))
+    with pytest.warns(UserWarning, match="4 train / 3 test images after filtering, not the paper's 747 / 684"):
+        train, _ = task.datasets(task.config(data_dir=str(data)))
+    with pytest.warns(UserWarning, match="not the paper's"):
+        result = CliRunner().invoke(run_main, [
+            "--task", "speed_limits", "--data-dir", str(data), "--model", "cnn_low",
+            "--output", str(tmp_path / "low"), "--set", "class_weights=true", *QUICK])
+    assert _summary(result)["model"] == "cnn_low"
     weights = task.class_weights(train)
     # 4 kept training images, one per class: equal weights of (1/4) / (1/4)
     torch.testing.assert_close(weights, torch.ones(4))
