@@ -51,6 +51,7 @@ from typing import Sequence
 import numpy as np
 
 from ats.data.image_dataset import ImageFileDataset
+from ats.data.locate import format_tried, search_data_dirs
 from ats.data.transforms import Augmentation, ColorJitter, RandomDihedral
 
 __all__ = [
@@ -99,15 +100,10 @@ def find_root(data_dir: str | os.PathLike | None = None) -> Path:
     ``D`` is ``data_dir`` then ``$ATS_DATA_DIR``. Raises ``FileNotFoundError``
     listing the places tried and the expected layout.
     """
-    bases = [Path(d).expanduser() for d in (data_dir, os.environ.get("ATS_DATA_DIR")) if d]
-    tried = []
-    for base in bases:
-        for cand in (base, *(base / n for n in ROOT_NAMES)):
-            tried.append(cand)
-            found = _resolve(cand)
-            if found is not None:
-                return found
-    where = "\n".join(f"  - {t}" for t in tried) or "  (no data_dir given and $ATS_DATA_DIR not set)"
+    found, tried = search_data_dirs(data_dir, ROOT_NAMES, _resolve)
+    if found is not None:
+        return found
+    where = format_tried(tried)
     raise FileNotFoundError(f"colon cancer (CRCHistoPhenotypes) data not found. Looked in:\n{where}\n{LAYOUT}")
 
 

@@ -84,6 +84,7 @@ from typing import Sequence
 import numpy as np
 
 from ats.data.image_dataset import ImageFileDataset
+from ats.data.locate import format_tried, search_data_dirs
 from ats.data.transforms import Augmentation, ImageLinearTransform, ImagePan
 
 __all__ = [
@@ -298,14 +299,12 @@ def find_root(data_dir: str | os.PathLike | None = None) -> Path:
     ``D`` is ``data_dir`` then ``$ATS_DATA_DIR``. Raises ``FileNotFoundError``
     listing the places tried and the expected layout.
     """
-    bases = [Path(d).expanduser() for d in (data_dir, os.environ.get("ATS_DATA_DIR")) if d]
-    tried = []
-    for base in bases:
-        for cand in (base, *(base / n for n in ROOT_NAMES)):
-            tried.append(cand)
-            if (cand / "Set1").is_dir() or (cand / "Set2").is_dir():
-                return cand
-    where = "\n".join(f"  - {t}" for t in tried) or "  (no data_dir given and $ATS_DATA_DIR not set)"
+    found, tried = search_data_dirs(
+        data_dir, ROOT_NAMES,
+        lambda cand: cand if (cand / "Set1").is_dir() or (cand / "Set2").is_dir() else None)
+    if found is not None:
+        return found
+    where = format_tried(tried)
     raise FileNotFoundError(f"Swedish Traffic Signs data not found. Looked in:\n{where}\n{LAYOUT}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from PIL import Image
 from scipy.io import savemat
 
 from ats.data.transforms import ColorJitter, RandomDihedral, as_float_image, dihedral, item_rng, resize_bilinear
+from tests.tasks.real_data import real_root
 from tasks.colon_cancer import ColonCancer, find_root, k_fold_split, read_label, scan_images
 
 SIZE = (20, 20)  # (H, W) of the fixture images; the real ones are 500x500
@@ -234,14 +234,7 @@ def test_colour_jitter_keeps_the_geometry(root):
 
 
 def _real_root() -> Path | None:
-    dirs = [os.environ.get("ATS_DATA_DIR"), Path(__file__).resolve().parents[3] / "shared" / "data"]
-    for d in dirs:
-        if d:
-            try:
-                return find_root(d)
-            except FileNotFoundError:
-                pass
-    return None
+    return real_root(find_root)
 
 
 @pytest.mark.skipif(_real_root() is None, reason="CRCHistoPhenotypes data not available")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,6 +20,7 @@ from ats.data.transforms import (
     pan,
     resize_bilinear,
 )
+from tests.tasks.real_data import real_root
 from tasks.speed_limits import (
     CLASSES,
     EXPECTED_COUNTS,
@@ -348,14 +348,7 @@ def test_index_errors(root):
 
 
 def _real_root() -> Path | None:
-    dirs = [os.environ.get("ATS_DATA_DIR"), Path(__file__).resolve().parents[3] / "shared" / "data"]
-    for d in dirs:
-        if d:
-            try:
-                return find_root(d)
-            except FileNotFoundError:
-                pass
-    return None
+    return real_root(find_root)
 
 
 @pytest.mark.skipif(_real_root() is None, reason="Swedish Traffic Signs data not available")
