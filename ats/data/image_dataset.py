@@ -40,14 +40,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ats.data.images import read_image_size, read_rgb_image
 from ats.data.transforms import (
     COORDINATES,
     Augmentation,
     apply_augmentations,
     as_float_image,
     item_rng,
-    read_image_size,
-    read_rgb_image,
     resize_bilinear,
     scaled_size,
 )

@@ -1,4 +1,4 @@
-"""Image reading, resizing and augmentations shared by the real-image tasks.
+"""Resizing and augmentations shared by the real-image tasks.
 
 Conventions used throughout:
 
@@ -16,15 +16,15 @@ Conventions used throughout:
   reproducible and independent of the number of DataLoader workers.
 
 Bilinear resizing offers the two sampling conventions that matter for
-reproducing the original (ATS_SPEC 3.4): TF1's ``asymmetric`` coordinates
-(``tf.image.resize_images``, ``align_corners=False``, no half-pixel centres)
-and the ``half_pixel`` coordinates of PyTorch's ``F.interpolate`` and
-TF2. Neither anti-aliases.
+reproducing the original (docs/tasks/speed_limits.md, "Low-resolution view"):
+TF1's ``asymmetric`` coordinates (``tf.image.resize_images``,
+``align_corners=False``, no half-pixel centres) and the ``half_pixel``
+coordinates of PyTorch's ``F.interpolate`` and TF2. Neither anti-aliases.
+Reading image files is :mod:`ats.data.images`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Literal, Protocol, Sequence
 
 import numpy as np
@@ -45,8 +45,6 @@ __all__ = [
     "item_rng",
     "linear_transform",
     "pan",
-    "read_image_size",
-    "read_rgb_image",
     "resize_bilinear",
     "rgb_to_hsv",
     "scaled_size",
@@ -69,46 +67,6 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return np.random.default_rng((int(seed), int(epoch), int(index)))
-
-
-# --------------------------------------------------------------------------- image I/O
-
-
-def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(H, W)`` of an image file, read from its header only (no decoding)."""
-    from PIL import Image  # deferred: only the real-image tasks need Pillow
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except Exception as e:  # PIL raises several types for unreadable files
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    return int(h), int(w)
-
-
-def read_rgb_image(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file into a ``uint8`` array ``(H, W, 3)`` in RGB order.
-
-    Grayscale, palette and RGBA files are converted to RGB (as ``cv2.imread``
-    would give 3 channels). ``expected_size`` ``(H, W)``, when given, is
-    checked and a mismatch raises a ``ValueError`` naming the file.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            arr = np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except Exception as e:
-        raise ValueError(f"cannot decode image {path}: {e}") from e
-    if expected_size is not None and arr.shape[:2] != tuple(expected_size):
-        h, w = expected_size
-        raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]} (HxW) pixels, "
-                         f"expected {h}x{w}")
-    return arr
 
 
 # --------------------------------------------------------------------------- dtype and resizing
