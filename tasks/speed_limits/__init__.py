@@ -1,9 +1,8 @@
-"""Speed limits (Swedish Traffic Signs, ATS_SPEC section 3.2): the data layer.
+"""Speed limits (Swedish Traffic Signs): the task plugin (:mod:`.task`) and its data layer.
 
-The task plugin (networks, defaults, registration) is added separately; this
-package only re-exports the dataset API so that importing it stays light.
-See :mod:`tasks.speed_limits.data` for the expected files, the filtering
-and the item format.
+This package re-exports the dataset API of :mod:`tasks.speed_limits.data`
+(importing it stays light: the plugin is registered by importing
+:mod:`tasks`). The task, its data and its defaults: docs/tasks/speed_limits.md.
 """
 
 from tasks.speed_limits.data import *  # noqa: F401,F403  (the names of its __all__)
