@@ -1,7 +1,7 @@
-"""Megapixel MNIST (ATS_SPEC section 3.1): the data layer.
+"""Megapixel MNIST: the data layer (:mod:`.data`, :mod:`.generator`) and the task plugin (:mod:`.task`).
 
-The task plugin (networks, defaults, registration) is added separately; this
-package only re-exports the dataset API so that importing it stays light.
+The package re-exports the dataset API. The task, its data and its
+defaults: docs/tasks/mega_mnist.md.
 """
 
 from .data import PRESETS, MegaMNISTConfig, MegapixelMNIST, make_datasets, make_noise_patterns

@@ -1,4 +1,4 @@
-"""Tests of the Megapixel MNIST generator (ATS_SPEC 3.1 and 6 item 6).
+"""Tests of the Megapixel MNIST generator (docs/tasks/mega_mnist.md, "The generator").
 
 Synthetic digits only, except the last tests, which use the real MNIST files
 when present. Golden values were produced by a transcription of the original
@@ -15,7 +15,7 @@ import torch
 from skimage.transform import rescale, resize
 from torch.utils.data import default_collate
 
-import tasks.mega_mnist.data as mm
+import tasks.mega_mnist.generator as generator
 from tasks.mega_mnist import PRESETS, MegaMNISTConfig, MegapixelMNIST, make_datasets
 
 REAL_DIR = Path("/work/shared/data/mnist")
@@ -288,7 +288,7 @@ def test_invalid_settings(kw, match):
 
 
 def test_crowded_but_possible_geometry_raises_instead_of_looping(monkeypatch):
-    monkeypatch.setattr(mm, "MAX_POSITION_TRIES", 300)
+    monkeypatch.setattr(generator, "MAX_POSITION_TRIES", 300)
     # 6 digits fit in 56x84 only as an exact tiling, which random draws miss.
     with pytest.raises(ValueError, match=r"could not place digit \d of n_digits=6 .*after 300 draws.*56x84"):
         make(n_samples=5, width=84, height=56, noise=False, n_digits=6, n_positive=4)
