@@ -11,9 +11,10 @@ __all__ = ["attention_softmax"]
 def attention_softmax(scores: Tensor, smoothing: float = 0.0) -> Tensor:
     """Softmax over all spatial positions of each item, with smoothing.
 
-    ``a = (1 - s) * softmax(scores) + s / K`` (ATS_SPEC 1.2): the floor of
-    ``s / K`` under every probability keeps ``log a`` finite for sampling and
-    bounds the ``1 / a`` terms of the attention gradient.
+    ``a = (1 - s) * softmax(scores) + s / K`` (docs/method.md, "Attention
+    distribution"): the floor of ``s / K`` under every probability keeps
+    ``log a`` finite for sampling and bounds the ``1 / a`` terms of the
+    attention gradient.
 
     Args:
         scores: (B, *space) or (B, 1, *space) unnormalised scores; a channel

@@ -1,6 +1,6 @@
 """Unbiased estimators of the attention-weighted feature, with custom backward.
 
-Notation (ATS_SPEC section 1): ``a`` is the attention distribution over K
+Notation (docs/method.md): ``a`` is the attention distribution over K
 positions, ``f_i`` the feature of position ``i``, and the target is
 ``Phi = sum_i a_i f_i``. A sampler draws N positions; the estimators below
 take the sampled features ``f_k`` (B, N, D) and the sampled probabilities
@@ -36,7 +36,8 @@ def exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
     """``cumsum`` that excludes the current element: ``out[k] = sum_{j<k} x[j]``.
 
     The PyTorch port used the inclusive ``cumsum`` here, which leaves the
-    forward intact but biases both gradients (ATS_SPEC 5.1.1).
+    forward intact but biases both gradients (docs/method.md, "Estimator without
+    replacement").
     """
     return torch.cumsum(x, dim) - x
 
@@ -57,7 +58,8 @@ class _ExpectedWithReplacement(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         features, probs, weights = ctx.saved_tensors
         grad_features = weights[..., None] * grad[:, None, :]
-        # d/da_k = w_k <G, f_k> / a_k: the score-function term (ATS_SPEC 1.4).
+        # d/da_k = w_k <G, f_k> / a_k: the score-function term (docs/method.md,
+        # "Estimator with replacement").
         grad_probs = weights * torch.einsum("bd,bnd->bn", grad, features) / probs
         return grad_features, grad_probs, None
 
@@ -89,7 +91,7 @@ class _ExpectedWithoutReplacement(torch.autograd.Function):
         g_dot_f = torch.einsum("bd,bnd->bn", grad, features)
         if ctx.mode == "unbiased":
             # <G, f_k> dF/df_k / a_k: unbiased because E[scatter dF/df] = a
-            # (ATS_SPEC 1.5, "unbiased alternative").
+            # (docs/method.md, "Estimator without replacement").
             grad_probs = g_dot_f * feature_coef / probs
         else:
             # The original TensorFlow formula, kept for reproduction; biased.
@@ -152,8 +154,9 @@ def expected_without_replacement(
     """Sequential estimator for draws without replacement, in draw order.
 
     ``F = sum_k w_k (sum_{j<k} a_j f_j + (1 - sum_{j<k} a_j) f_k)``
-    (ATS_SPEC 1.5). The draws must be in the order they were made (Gumbel
-    top-k order); re-sorting them biases the estimate.
+    (docs/method.md, "Estimator without replacement"). The draws must be in the
+    order they were made (Gumbel top-k order); re-sorting them biases the
+    estimate.
 
     Args:
         features: (B, N, D) features of the sampled patches, in draw order.

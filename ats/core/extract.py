@@ -3,7 +3,8 @@
 Given an image batch ``x`` of shape ``(B, C, *spatial)`` (1 to 3 spatial
 dims, channels first) and integer top-left ``offsets`` of shape ``(B, N, d)``,
 return the patches ``(B, N, C, *patch_size)``; pixels outside the image are 0.
-Any offset is legal, also far outside the image (ATS_SPEC 2.1).
+Any offset is legal, also far outside the image (docs/geometry.md, "Patch
+extraction").
 
 The work is done by a backend, an :class:`Extractor` registered in
 :data:`ats.registry.extractor` (``reference``, ``numba``, ``torch``, ``auto``;
@@ -39,8 +40,8 @@ __all__ = [
 
 Array = Union[torch.Tensor, np.ndarray]
 
-# The dtypes of the original op (ATS_SPEC 2.1), and the factor that maps each
-# to [0, 1] floats when ``as_float=True``.
+# The dtypes of the original op (docs/geometry.md, "Patch extraction"), and the
+# factor that maps each to [0, 1] floats when ``as_float=True``.
 _SCALES = {
     torch.uint8: 1.0 / 255.0,
     torch.uint16: 1.0 / 65535.0,

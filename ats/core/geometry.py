@@ -1,4 +1,5 @@
-"""Sample index -> high-resolution patch offset (ATS_SPEC 2.2).
+"""Sample index -> high-resolution patch offset (docs/geometry.md, "Offsets from
+samples").
 
 The attention grid of ``sample_space`` cells is laid over a region of the
 low-resolution image: by default all of it minus a margin of half the

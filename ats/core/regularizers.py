@@ -1,4 +1,5 @@
-"""Entropy regulariser of the attention distribution (ATS_SPEC 1.7).
+"""Entropy regulariser of the attention distribution (docs/method.md, "Entropy
+regulariser").
 
 Sign convention (one, tested): the regulariser is *added* to the loss and is
 ``strength * sum_i a_i log(a_i + eps)`` averaged over the batch, i.e.

@@ -85,8 +85,8 @@ class Sampler(ABC):
         """The ``n`` most probable positions, in decreasing order of probability.
 
         For deterministic inference, an ablation: the paper samples at test
-        time too (ATS_SPEC 1.8). Estimates built from these positions are not
-        unbiased.
+        time too (docs/method.md, "Training and evaluation"). Estimates built
+        from these positions are not unbiased.
         """
         check_attention(attention)
         space = tuple(attention.shape[1:])
@@ -119,7 +119,7 @@ def _check_n_without_replacement(n: int, k: int) -> None:
 
 
 class WithReplacement(Sampler):
-    """N i.i.d. draws from the attention distribution (ATS_SPEC 1.4)."""
+    """N i.i.d. draws from the attention distribution (docs/method.md, "Sampling")."""
 
     replace = True
 
@@ -133,7 +133,8 @@ class WithReplacement(Sampler):
 
 
 class WithoutReplacement(Sampler):
-    """N distinct positions by Gumbel top-k, kept in draw order (ATS_SPEC 1.3).
+    """N distinct positions by Gumbel top-k, kept in draw order (docs/method.md,
+    "Sampling").
 
     Sorting ``log a + Gumbel`` in decreasing order gives exactly the order of
     sequential draws without replacement (the Plackett-Luce law), which the
@@ -156,7 +157,7 @@ class WithoutReplacement(Sampler):
         flat = flat.detach()
         u = torch.rand(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype)
         # Gumbel(0, 1) noise is -log(-log U). The sign matters: +log(-log U)
-        # (a fork's bug, ATS_SPEC 5.2) no longer samples from ``a``.
+        # (a fork's bug, docs/method.md "Sampling") no longer samples from ``a``.
         gumbel = -torch.log(-torch.log(u))
         return torch.topk(torch.log(flat) + gumbel, n, dim=1, sorted=True).indices
 

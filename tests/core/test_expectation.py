@@ -138,7 +138,7 @@ def test_original_mode_equals_the_tensorflow_formula_and_is_biased():
     _, g_feat_u, _ = _run(expected_without_replacement, a, f, grad, seqs)
     torch.testing.assert_close(g_feat, g_feat_u)
     # ...but its attention gradient is biased, and not by a constant (which the
-    # softmax would forgive): ATS_SPEC 1.5's finding.
+    # softmax would forgive): docs/method.md, "Estimator without replacement".
     bias = _scatter(g_prob, seqs, prob, k) - f @ grad
     assert (bias.max() - bias.min()).item() > 0.05
 

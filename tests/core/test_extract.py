@@ -1,4 +1,5 @@
-"""Patch extraction: every backend against the reference loop (ATS_SPEC 6.3).
+"""Patch extraction: every backend against the reference loop (docs/geometry.md,
+"Patch extraction").
 
 The reference itself is pinned by hand-computed cases; the fast backends
 (numba, torch, auto) must equal it exactly on random cases covering 1-3
@@ -107,7 +108,8 @@ def test_reference_hand_computed_1d_and_3d():
 
 
 def test_reference_case_3_zero_corner():
-    """ATS_SPEC 2.2 case 3: start -5 of a 50 patch: patch[5:, 5:] = x[:45, :45]."""
+    """Case 3 of docs/geometry.md, "Worked examples": start -5 of a 50 patch:
+    patch[5:, 5:] = x[:45, :45]."""
     g = torch.Generator().manual_seed(3)
     x = random_image(g, (2, 3, 100, 100), torch.float32)
     p = extract_patches(x, torch.full((2, 1, 2), -5), 50, backend="reference")
@@ -219,7 +221,7 @@ def test_requires_grad_input(backend, device):
     off = random_offsets(g, 2, 9, (12, 12), (4, 4)).to(device)
     out = extract_patches(x, off, 4, backend=backend)
     assert_same(out, reference(x, off, 4))
-    assert not out.requires_grad  # no gradient reaches x_high (ATS_SPEC 2.1)
+    assert not out.requires_grad  # no gradient reaches x_high (docs/geometry.md)
 
 
 @pytest.mark.parametrize("backend", HOST)

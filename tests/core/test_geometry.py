@@ -1,4 +1,5 @@
-"""Sample index -> patch offset mapping (ATS_SPEC 2.2 and 6.4).
+"""Sample index -> patch offset mapping (docs/geometry.md, "Offsets from samples"
+and "Worked examples").
 
 The five cases pinned by the original ``tests/data/test_from_tensors.py``
 (x_high 1000x1000, x_low 100x100), including half-to-even rounding of 30.5,

@@ -1,4 +1,4 @@
-"""The task networks: output shapes of ATS_SPEC 3, Keras defaults, padding."""
+"""The task networks: output shapes of docs/tasks/, Keras defaults, padding."""
 
 from __future__ import annotations
 

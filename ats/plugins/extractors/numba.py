@@ -4,28 +4,11 @@ It reads CPU tensors and numpy arrays (``np.memmap`` included) in place and
 touches only the image rows the patches cover, so ``x_high`` can be a
 memory-mapped file far larger than RAM.
 
-Design notes:
-
-* numba is imported on first use, not when :mod:`ats.plugins` is imported.
-* One kernel serves 1-, 2- and 3-D data: ``x`` is viewed as
-  ``(B, C, Z, Y, X)`` with singleton leading spatial dims.
-* Without a dtype conversion the copy is dtype-agnostic, so rows are copied
-  as bytes (x viewed as uint8, the x axis scaled by the item size): one
-  compiled specialisation serves every dtype.
-* Each ``prange`` iteration copies one patch; per row the in-image column
-  range is clipped once and copied as one contiguous segment, and only the
-  out-of-image parts of the (``empty``-allocated) output are zeroed.
-* Tiny outputs (< ``SERIAL_BYTES``) run on one thread: waking the pool
-  costs more than the copy.
-* A fresh output is fresh memory: above glibc's mmap threshold (32 MB at
-  most) every call's output pages are new, and their first-touch faults and
-  zeroing by the OS can cost as much as the copy itself.
-  :meth:`NumbaExtractor.extract_into` fills a reused output instead, and
-  starting Python with ``MALLOC_MMAP_THRESHOLD_=1073741824`` lets glibc
-  recycle freed outputs (``ats-bench extract`` shows both effects).
-* The compiled code is cached on disk (``cache=True``): in ``__pycache__``
-  next to this file, or numba's per-user cache directory when the package
-  directory is read-only; set ``NUMBA_CACHE_DIR`` to choose the place.
+One kernel serves 1 to 3 spatial dims and every dtype (rows are copied as
+bytes; ``as_float`` converts in the same pass); tiny outputs run on one
+thread; :meth:`NumbaExtractor.extract_into` fills a reused output; the
+compiled code is cached on disk (``NUMBA_CACHE_DIR``). The design notes and
+tuning advice are in docs/geometry.md, "The numba backend in detail".
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ No Python loop over patches and no padded copy of the image:
   Its index tensor is ``patch_x`` times smaller than the output.
 * Patches crossing the border are redone with per-dim index grids clamped
   into the image, one gather, and a mask that zeroes what lies outside
-  (ATS_SPEC 2.1's recommendation).
+  (docs/geometry.md, "Patch extraction").
 
 uint16, which has few torch kernels, is moved as int16 bits. The result has
 no autograd history, like the other backends (the original op has no

@@ -1,4 +1,4 @@
-"""Colon-cancer networks (ATS_SPEC 3.3)."""
+"""Colon-cancer networks (docs/tasks/colon_cancer.md)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ class L2Normalize(nn.Module):
     """Scale each feature vector to unit L2 norm along ``dim``.
 
     Every feature network ends with it: with equal-norm features, sampling
-    from the attention itself is the minimum-variance proposal (ATS_SPEC 1.4).
+    from the attention itself is the minimum-variance proposal (docs/method.md,
+    "Estimator with replacement").
     """
 
     def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
@@ -31,7 +32,7 @@ class SameConv2d(nn.Conv2d):
     TensorFlow pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)`` with the
     extra pixel at the end (bottom/right). PyTorch's symmetric ``padding=1``
     gives the same output size for stride 2 on even inputs, but shifted by one
-    pixel (ATS_SPEC 3.4).
+    pixel (docs/tasks/speed_limits.md).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,

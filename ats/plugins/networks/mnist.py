@@ -1,4 +1,4 @@
-"""Megapixel MNIST networks (ATS_SPEC 3.1)."""
+"""Megapixel MNIST networks (docs/tasks/mega_mnist.md)."""
 
 from __future__ import annotations
 

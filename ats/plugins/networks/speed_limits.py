@@ -1,5 +1,5 @@
-"""Speed-limits networks (ATS_SPEC 3.2): valid-conv attention with a max-pool
-of 8, and a pre-activation ResNet feature network."""
+"""Speed-limits networks (docs/tasks/speed_limits.md): valid-conv attention
+with a max-pool of 8, and a pre-activation ResNet feature network."""
 
 from __future__ import annotations
 
