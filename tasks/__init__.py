@@ -1,6 +1,11 @@
-"""Task plugins: one package per task (data, default networks, defaults).
+"""The built-in task plugins: one package per task, its data layer and its ``Task`` plugin.
 
-Importing this package registers the built-in tasks.
+Each ``tasks/<name>/`` holds the data (``data.py`` and helpers) and the task
+plugin (``task.py``: defaults, presets and which registered networks to use;
+the networks themselves are in :mod:`ats.plugins.networks`). Importing this
+package registers the tasks; the registry imports it (the ``ats.plugins``
+entry point ``tasks``) on its first lookup.
+Each task is described in docs/tasks/<name>.md.
 """
 
 from tasks.colon_cancer import task as _colon_cancer  # noqa: F401  (registers)

@@ -51,9 +51,9 @@ MNIST_FILES: dict[str, tuple[str, str]] = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-#: md5 of the decompressed (raw IDX) content of each file; see
-#: /work/shared/data/README.md. Checking the content rather than the ``.gz``
-#: bytes lets recompressed and uncompressed copies pass.
+#: md5 of the decompressed (raw IDX) content of each file (the canonical
+#: distribution's). Checking the content rather than the ``.gz`` bytes lets
+#: recompressed and uncompressed copies pass.
 MNIST_MD5: dict[str, str] = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",

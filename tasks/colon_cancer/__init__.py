@@ -1,9 +1,8 @@
-"""Colon cancer histopathology (CRCHistoPhenotypes, ATS_SPEC section 3.3): the data layer.
+"""Colon cancer histology (CRCHistoPhenotypes): the data layer and the task plugin.
 
-The task plugin (networks, defaults, registration) is added separately; this
-package only re-exports the dataset API so that importing it stays light.
-See :mod:`tasks.colon_cancer.data` for the expected files, the k-fold
-protocol and the item format.
+The data layer is :mod:`.data`, the plugin :mod:`.task`; the package
+re-exports the dataset API. The task, its data and its defaults:
+docs/tasks/colon_cancer.md.
 """
 
 from tasks.colon_cancer.data import *  # noqa: F401,F403  (the names of its __all__)

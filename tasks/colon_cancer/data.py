@@ -1,44 +1,7 @@
-"""Colon cancer histopathology (ATS_SPEC section 3.3): the CRCHistoPhenotypes data layer.
+"""Colon cancer histology: the CRCHistoPhenotypes images as one side of a k-fold split.
 
-**Data.** Sirinukunwattana et al., "Locality Sensitive Deep Learning for
-Detection and Classification of Nuclei in Routine Colon Cancer Histology
-Images", IEEE TMI 35(5):1196-1206, 2016: 100 H&E images of 500x500 pixels
-(``.bmp``) with nucleus annotations (``.mat``), distributed by the TIA Centre,
-University of Warwick, as ``CRCHistoPhenotypes_2016_04_28.zip``. Nothing is
-downloaded here. Accepted layouts (``N`` = 1..100)::
-
-    <root>/imgN/imgN.bmp and <root>/imgN/imgN_epithelial.mat          (the port's)
-    <root>/Classification/imgN/...                                     (the zip's)
-    <root>/CRCHistoPhenotypes_2016_04_28/Classification/imgN/...       (the zip itself)
-
-The epithelial annotations live in the zip's ``Classification`` folder; its
-``Detection`` folder only has ``imgN_detection.mat`` (all nuclei) and cannot
-give the label.
-
-**Task** (Ilse et al. 2018): label 1 when the image holds at least one
-epithelial nucleus, i.e. ``loadmat(imgN_epithelial.mat)["detection"].shape[0] > 0``.
-
-**Held-out protocol.** The port evaluated on its training images. Here a
-dataset is one side of a fold of :func:`k_fold_split` (5 folds by default,
-stratified by label, seeded): ``split="train"`` is the other 4/5, ``"test"``
-the fold itself, ``"all"`` every image (the port's setting, for comparison only).
-
-**Items** are dicts:
-
-* ``x_high``: ``(3, 500, 500)`` RGB; ``uint8`` (0..255 standing for ``v/255``)
-  without augmentation, ``float32`` in [0, 1] with it (for every item, so a
-  batch never mixes the two scales);
-* ``x_low``: ``float32 (3, 100, 100)``, bilinear resize by 0.2 of the
-  (augmented) ``x_high``; ``half_pixel`` coordinates by default (the port's
-  ``F.interpolate``). At this integer factor bilinear sampling without
-  anti-aliasing picks every 5th pixel (centres 2, 7, ...);
-* ``y``: 0/1 (int), ``index``: position in the dataset (int).
-
-**Augmentation** (train split by default; histology has no orientation):
-a random one of the 8 flips/quarter turns, then :class:`ColorJitter` with the
-port's strengths ``(0.1, 0.1, 0.1, 0.1)`` (brightness, contrast, saturation,
-hue), clipped to [0, 1]; both before ``x_low`` is made. Item ``i`` draws from
-``default_rng((seed, epoch, i))``; call :meth:`ColonCancer.set_epoch`.
+The files and accepted layouts, the label, the held-out protocol, the item
+format and the augmentation: docs/tasks/colon_cancer.md.
 """
 
 from __future__ import annotations
@@ -69,7 +32,7 @@ __all__ = [
 
 IMAGE_SIZE: tuple[int, int] = (500, 500)  #: (H, W) of every image
 N_IMAGES = 100  #: images in the data set
-#: Sub-folders tried, in order, under a given root (see the module docstring).
+#: Sub-folders tried, in order, under a given root (docs/tasks/colon_cancer.md, "On-disk layout").
 SUBDIRS: tuple[str, ...] = ("", "Classification", "CRCHistoPhenotypes_2016_04_28/Classification")
 #: Folder names tried under a data directory by :func:`find_root`.
 ROOT_NAMES: tuple[str, ...] = ("colon_cancer", "CRCHistoPhenotypes")
@@ -196,7 +159,7 @@ def default_augmentations() -> list[Augmentation]:
 
 
 class ColonCancer(ImageFileDataset):
-    """One side of a fold of the colon-cancer task, images read lazily (see the module docstring).
+    """One side of a fold of the colon-cancer task, images read lazily (see docs/tasks/colon_cancer.md).
 
     Items, :meth:`set_epoch`, :meth:`read_image` and :attr:`class_counts` come
     from :class:`~ats.data.image_dataset.ImageFileDataset`; this class finds,

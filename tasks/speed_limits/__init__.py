@@ -1,8 +1,8 @@
-"""Speed limits (Swedish Traffic Signs): the task plugin (:mod:`.task`) and its data layer.
+"""Speed limits (Swedish Traffic Signs): the data layer and the task plugin.
 
-This package re-exports the dataset API of :mod:`tasks.speed_limits.data`
-(importing it stays light: the plugin is registered by importing
-:mod:`tasks`). The task, its data and its defaults: docs/tasks/speed_limits.md.
+The data layer is :mod:`.data` and :mod:`.annotations`, the plugin
+:mod:`.task`; the package re-exports the dataset API. The task, its data
+and its defaults: docs/tasks/speed_limits.md.
 """
 
 from tasks.speed_limits.data import *  # noqa: F401,F403  (the names of its __all__)
