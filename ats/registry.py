@@ -9,12 +9,16 @@ A :class:`Registry` maps names to classes or factories::
 
     s = sampler.build("my_sampler", some_option=3)
 
-Built-in plugins live in :mod:`ats.plugins` and :mod:`tasks`; third-party
-packages add theirs through the entry-point group ``ats.plugins``, whose
-values are modules (or callables) to load. Discovery is lazy: nothing is
-imported until the first lookup, so ``import ats`` stays cheap. A plugin that
-fails to import is reported with a :class:`PluginLoadWarning` naming it and
-the other plugins keep working.
+Plugins are found through the entry-point group ``ats.plugins``, whose values
+are modules (or callables) to load: the built-in ones (``ats.plugins`` and
+``tasks``, declared in the project's own ``setup.cfg``) exactly like a
+third-party package's. Modules named in ``$ATS_PLUGINS`` (comma-separated) or
+given to :func:`load_plugins` (``ats-run --plugin``) are imported too, so a
+plugin in a plain module on ``sys.path`` needs no packaging. Discovery is
+lazy: nothing is imported until the first lookup, so ``import ats`` stays
+cheap. A plugin that fails to import is reported once, with a one-line
+:class:`PluginLoadWarning` naming it, and the others keep working.
+See docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import os
 import threading
 import warnings
 from importlib import metadata
@@ -31,7 +36,7 @@ __all__ = [
     "Registry",
     "PluginLoadWarning",
     "ENTRY_POINT_GROUP",
-    "BUILTIN_PLUGIN_MODULES",
+    "PLUGINS_ENV",
     "attention",
     "feature",
     "sampler",
@@ -42,8 +47,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "ats.plugins"
-# Modules that register the built-in plugins; imported on first lookup.
-BUILTIN_PLUGIN_MODULES = ("ats.plugins", "tasks")
+#: environment variable naming plugin modules to import (comma-separated)
+PLUGINS_ENV = "ATS_PLUGINS"
 
 T = TypeVar("T")
 
@@ -149,6 +154,9 @@ class Registry:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
             if close:
                 msg += f". Did you mean {close[0]!r}?"
+        if not known and not any(_distribution(ep) == "ats" for ep in _entry_points()):
+            msg += (". No built-in plugins were found: they are declared as entry points, so "
+                    "ats must be installed (pip install -e .)")
         return msg
 
 
@@ -182,51 +190,74 @@ REGISTRIES: dict[str, Registry] = {
 _loaded = False
 _loading = False
 _lock = threading.RLock()
+_imported: set[str] = set()  # plugin sources loaded or reported, each once
 
 
-def load_plugins(*, reload: bool = False) -> list[str]:
-    """Import the built-in plugin modules and the ``ats.plugins`` entry points.
+def load_plugins(modules: tuple[str, ...] | list[str] = (), *, reload: bool = False) -> list[str]:
+    """Load the ``ats.plugins`` entry points (the project's own first), the
+    modules named in ``$ATS_PLUGINS`` and ``modules``.
 
-    Runs once (unless ``reload``); called by every lookup. Returns the names of
-    the entry points that failed to load (each also reported by a warning).
+    Entry points and ``$ATS_PLUGINS`` are read once (again with ``reload``);
+    ``modules`` are imported whenever given. Called by every lookup. Returns
+    the names of the plugins that failed to load, each also reported once by
+    a one-line :class:`PluginLoadWarning`.
     """
     global _loaded, _loading
     with _lock:
-        if (_loaded and not reload) or _loading:
-            return []
-        _loading = True
         failed: list[str] = []
+        if _loading:
+            return failed
+        _loading = True
         try:
-            for module in BUILTIN_PLUGIN_MODULES:
-                importlib.import_module(module)
-            for ep in _entry_points():
-                try:
-                    loaded = ep.load()
-                    # An entry point may name a module (registering on import)
-                    # or a callable that registers when called.
-                    if callable(loaded) and not isinstance(loaded, type(importlib)):
-                        loaded()
-                except Exception as exc:  # a broken plugin must not break ats
-                    failed.append(ep.name)
-                    warnings.warn(
-                        f"ats plugin {ep.name!r} ({ep.value}) failed to load and is "
-                        f"skipped: {type(exc).__name__}: {exc}",
-                        PluginLoadWarning,
-                        stacklevel=3,
-                    )
-            _loaded = True
+            if reload:
+                _imported.clear()
+            if not _loaded or reload:
+                for ep in _entry_points():
+                    _load_one(f"entry point {ep.name!r} ({ep.value})", ep.name, ep.load, failed)
+                env = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+                for module in env:
+                    _load_one(f"module {module!r} (from ${PLUGINS_ENV})", module,
+                              lambda m=module: importlib.import_module(m), failed)
+                _loaded = True
+            for module in modules:
+                _load_one(f"module {module!r}", module,
+                          lambda m=module: importlib.import_module(m), failed)
         finally:
             _loading = False
         return failed
 
 
+def _load_one(what: str, name: str, load: Callable[[], Any], failed: list[str]) -> None:
+    """Load one plugin source, reporting a failure once as a single line."""
+    if what in _imported:
+        return
+    _imported.add(what)
+    try:
+        loaded = load()
+        # An entry point may name a module (registering on import) or a
+        # callable that registers when called.
+        if callable(loaded) and not isinstance(loaded, type(importlib)):
+            loaded()
+    except Exception as exc:  # a broken plugin must not break ats
+        failed.append(name)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        warnings.warn(f"ats plugin {what} failed to load and is skipped: {reason}",
+                      PluginLoadWarning, stacklevel=4)
+
+
 def _entry_points() -> list[metadata.EntryPoint]:
-    # Deduplicate: the same distribution can be visible twice on sys.path.
+    """The group's entry points, this project's own first (its built-ins must
+    hold their names before a third-party plugin could claim one)."""
     seen: set[tuple[str, str]] = set()
     unique = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         key = (ep.name, ep.value)
-        if key not in seen:
+        if key not in seen:  # the same distribution can be visible twice on sys.path
             seen.add(key)
             unique.append(ep)
-    return unique
+    return sorted(unique, key=lambda ep: _distribution(ep) != "ats")
+
+
+def _distribution(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None)

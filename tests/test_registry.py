@@ -128,6 +128,14 @@ def test_entry_point_plugin_is_discovered_and_usable(site):
     assert (samples.indices == 0).all()
 
 
+def _reload_recording_warnings() -> tuple[list[str], list[str]]:
+    """Reload the plugins; the names that failed and the PluginLoadWarning texts."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        failed = load_plugins(reload=True)
+    return failed, [str(w.message) for w in caught if issubclass(w.category, PluginLoadWarning)]
+
+
 def test_a_broken_plugin_warns_by_name_and_the_rest_keeps_working(site):
     path, added = site
     _make_distribution(
@@ -136,11 +144,8 @@ def test_a_broken_plugin_warns_by_name_and_the_rest_keeps_working(site):
         PLUGIN_BODY.format(name="first_only_2"),
     )
     added.append("first_only_2")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        failed = load_plugins(reload=True)
+    failed, messages = _reload_recording_warnings()
     assert failed == ["broken"]
-    messages = [str(w.message) for w in caught if issubclass(w.category, PluginLoadWarning)]
     assert len(messages) == 1 and "'broken'" in messages[0]
     assert "ats_test_plugin_missing_module" in messages[0]
     assert "first_only_2" in reg.sampler.names()
@@ -164,3 +169,51 @@ def test_ats_plugins_command_lists_a_third_party_plugin(tmp_path):
         assert f"{kind}" in out.stdout
     assert "from_a_plugin" in out.stdout
     assert "ats_test_plugin_cli" in out.stdout  # where it comes from
+
+
+# -- the built-ins are plugins like any other -------------------------------------
+
+
+def test_builtins_are_found_through_the_projects_own_entry_points():
+    ours = [ep for ep in reg._entry_points() if reg._distribution(ep) == "ats"]
+    assert {(ep.name, ep.value) for ep in ours} == {("builtin", "ats.plugins"), ("tasks", "tasks")}
+    # the project's own come first, so a third party cannot claim a built-in name
+    names = [reg._distribution(ep) for ep in reg._entry_points()]
+    assert names[: len(ours)] == ["ats"] * len(ours)
+    assert not hasattr(reg, "BUILTIN_PLUGIN_MODULES")
+
+
+class _BrokenEntryPoint:
+    name, value, group = "tasks_broken", "tasks.does_not_exist", "ats.plugins"
+
+    def load(self):
+        import importlib
+
+        return importlib.import_module(self.value)
+
+
+def test_a_broken_builtin_is_reported_by_name_like_any_plugin(monkeypatch):
+    real = reg._entry_points()
+    monkeypatch.setattr(reg, "_entry_points", lambda: [real[0], _BrokenEntryPoint(), *real[1:]])
+    failed, messages = _reload_recording_warnings()
+    assert failed == ["tasks_broken"]
+    assert len(messages) == 1 and "'tasks_broken'" in messages[0]
+    assert "tasks.does_not_exist" in messages[0] and "\n" not in messages[0]
+    assert "mega_mnist" in reg.task.names() and "numba" in reg.extractor.names()
+    monkeypatch.undo()
+    load_plugins(reload=True)
+
+
+def test_modules_named_in_the_environment_are_loaded(tmp_path, monkeypatch):
+    (tmp_path / "ats_env_plugin.py").write_text(PLUGIN_BODY.format(name="from_env").replace(
+        "\n    ", "\n"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(reg.PLUGINS_ENV, "ats_env_plugin")
+    try:
+        load_plugins(reload=True)
+        assert "from_env" in reg.sampler.names()
+    finally:
+        reg.sampler.remove("from_env")
+        sys.modules.pop("ats_env_plugin", None)
+        monkeypatch.delenv(reg.PLUGINS_ENV)
+        load_plugins(reload=True)
