@@ -23,6 +23,7 @@ from typing import ClassVar, Union
 import numpy as np
 import torch
 
+from ats.core.geometry import as_patch_size
 from ats.registry import extractor as extractor_registry
 
 __all__ = [
@@ -108,6 +109,20 @@ class Extractor:
         """
         raise NotImplementedError
 
+    def extract_into(
+        self,
+        x: Array,
+        offsets: torch.Tensor,
+        patch_size: tuple[int, ...],
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`extract` into ``out``, a contiguous ``(B, N, C, *patch_size)``
+        tensor of x's dtype (or float32: then converted as ``as_float``) on
+        x's device; returns ``out``. Backends that can write in place override
+        this copy, which saves the page faults of fresh memory."""
+        as_float = out.dtype != torch_dtype(x)
+        return out.copy_(self.extract(x, offsets, patch_size, as_float))
+
     def __call__(
         self,
         x: Array,
@@ -173,17 +188,12 @@ def extract_patches(
         _check_out(out, shape, dtype, device)
     if B * N * C == 0 or any(s == 0 for s in x.shape[2:]):
         # nothing to copy, or an empty image where every pixel is outside
-        result = torch.zeros(shape, dtype=dtype, device=device)
-    elif out is not None:
-        fill = getattr(impl, "extract_into", None)
-        if callable(fill):
-            return fill(x, offsets, patch, out)
-        result = impl.extract(x, offsets, patch, as_float)
-    else:
-        return impl.extract(x, offsets, patch, as_float)
-    if out is None:
-        return result
-    return out.copy_(result)
+        if out is None:
+            return torch.zeros(shape, dtype=dtype, device=device)
+        return out.zero_()
+    if out is not None:
+        return impl.extract_into(x, offsets, patch, out)
+    return impl.extract(x, offsets, patch, as_float)
 
 
 def _check_out(out: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
@@ -238,7 +248,7 @@ def validate(
     """
     x = _validate_x(x)
     d = x.ndim - 2
-    patch = _validate_patch_size(patch_size, d)
+    patch = as_patch_size(patch_size, d)
     if not isinstance(as_float, (bool, np.bool_)):
         raise TypeError(f"as_float must be a bool, got {type(as_float).__name__}")
     return x, _validate_offsets(offsets, x, patch), patch
@@ -269,30 +279,6 @@ def _validate_x(x: object) -> Array:
             f"to 5-D array), got shape {tuple(x.shape)}"
         )
     return x
-
-
-def _validate_patch_size(patch_size: object, d: int) -> tuple[int, ...]:
-    if _is_int(patch_size):
-        patch = (int(patch_size),) * d  # type: ignore[call-overload]
-    elif isinstance(patch_size, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(
-        patch_size, (str, bytes)
-    ):
-        items = list(patch_size.tolist() if hasattr(patch_size, "tolist") else patch_size)
-        if not all(_is_int(p) for p in items):
-            raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
-        if len(items) != d:
-            raise ValueError(
-                f"patch_size must have one entry per spatial dim of x ({d}), got "
-                f"{len(items)}: {tuple(items)}"
-            )
-        patch = tuple(int(p) for p in items)
-    else:
-        raise TypeError(
-            f"patch_size must be an int or a sequence of ints, got {type(patch_size).__name__}"
-        )
-    if any(p <= 0 for p in patch):
-        raise ValueError(f"patch_size must be positive, got {patch}")
-    return patch
 
 
 def _validate_offsets(offsets: object, x: Array, patch: tuple[int, ...]) -> torch.Tensor:

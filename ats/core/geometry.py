@@ -23,9 +23,10 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["patch_offsets"]
+__all__ = ["as_patch_size", "patch_offsets"]
 
 Size = int | Sequence[int]
 Coord = float | Sequence[float] | torch.Tensor
@@ -94,6 +95,49 @@ def patch_offsets(
     step = extent_t * scale / f64(space_n)
     start = origin_t * scale + samples.to(torch.float64) * step + step / 2 - f64(patch) / 2
     return torch.round(start).to(torch.int64)  # half to even, as tf.round
+
+
+def as_patch_size(patch_size: object, dims: int | None = None) -> int | tuple[int, ...]:
+    """The one check of a patch size: an int (every dim) or 1 to 3 positive ints.
+
+    Args:
+        patch_size: an int, or a sequence (list, tuple, array, tensor) of ints.
+        dims: the number of spatial dims it is for; ``None`` keeps the
+            user's form (an int stays an int).
+
+    Returns:
+        ``patch_size`` normalised: a tuple of ``dims`` ints when ``dims`` is
+        given, else the int or a tuple.
+
+    Raises:
+        TypeError: not an int or a sequence of ints.
+        ValueError: a non-positive entry, or a length other than ``dims`` (or
+            than 1 to 3).
+    """
+    if _is_int(patch_size):
+        size: int | tuple[int, ...] = int(patch_size)  # type: ignore[call-overload]
+        items: tuple[int, ...] = (size,) * (dims or 1)  # type: ignore[operator]
+    elif isinstance(patch_size, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(
+        patch_size, (str, bytes)
+    ):
+        raw = list(patch_size.tolist() if hasattr(patch_size, "tolist") else patch_size)
+        if not all(_is_int(p) for p in raw):
+            raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
+        items = size = tuple(int(p) for p in raw)
+        if dims is not None and len(items) != dims:
+            raise ValueError(
+                f"patch_size must have one entry per spatial dim of x ({dims}), got "
+                f"{len(items)}: {items}"
+            )
+        if not 1 <= len(items) <= 3:
+            raise ValueError(f"patch_size must have 1 to 3 entries, got {items}")
+    else:
+        raise TypeError(
+            f"patch_size must be an int or a sequence of ints, got {type(patch_size).__name__}"
+        )
+    if any(p <= 0 for p in items):
+        raise ValueError(f"patch_size must be positive, got {size if dims is None else items}")
+    return items if dims is not None else size
 
 
 def _ints(name: str, value: object, d: int, *, scalar_ok: bool, minimum: int) -> list[int]:

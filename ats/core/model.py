@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ats.core.distribution import attention_softmax
 from ats.core.extract import Extractor, get_extractor
-from ats.core.geometry import patch_offsets
+from ats.core.geometry import as_patch_size, patch_offsets
 from ats.core.sampling import Sampler
 from ats.registry import sampler as sampler_registry
 
@@ -90,7 +90,7 @@ class AttentionSampling(nn.Module):
         self.attention = attention
         self.feature = feature
         self.n_patches = n_patches
-        self.patch_size = _check_patch_size(patch_size)
+        self.patch_size = as_patch_size(patch_size)
         self.receptive_field = receptive_field
         self.sampler = sampler_registry.build(sampler) if isinstance(sampler, str) else sampler
         self.extractor = get_extractor(extractor)
@@ -187,20 +187,6 @@ class AttentionSampling(nn.Module):
             f"extractor={getattr(self.extractor, 'name', self.extractor)!r}, "
             f"smoothing={self.smoothing}"
         )
-
-
-def _check_patch_size(patch_size: int | Sequence[int]) -> int | tuple[int, ...]:
-    """An int (the same in every dim) or a tuple of 1 to 3 positive ints."""
-    if isinstance(patch_size, (int, np.integer)) and not isinstance(patch_size, bool):
-        if patch_size < 1:
-            raise ValueError(f"patch_size must be positive, got {patch_size!r}")
-        return int(patch_size)
-    size = tuple(int(p) for p in patch_size)
-    if not 1 <= len(size) <= 3 or any(p < 1 for p in size):
-        raise ValueError(
-            f"patch_size must be a positive int or 1 to 3 positive ints, got {patch_size!r}"
-        )
-    return size
 
 
 def _is_integer(x: Tensor | np.ndarray) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ats.core.extract import Array, Extractor, torch_dtype
+from ats.core.extract import Array, Extractor
 from ats.registry import extractor
 
 
@@ -46,18 +46,6 @@ class AutoExtractor(Extractor):
     ) -> torch.Tensor:
         return self.choose(x).extract(x, offsets, patch_size, as_float)
 
-    def extract_into(
-        self,
-        x: Array,
-        offsets: torch.Tensor,
-        patch_size: tuple[int, ...],
-        out: torch.Tensor,
-    ) -> torch.Tensor:
-        """Fill ``out`` in place when the chosen backend can, else copy into it."""
-        chosen = self.choose(x)
-        fill = getattr(chosen, "extract_into", None)
-        if callable(fill):
-            return fill(x, offsets, patch_size, out)
-        # out has x's dtype, or float32 for a conversion (as extract_patches checked)
-        as_float = out.dtype != torch_dtype(x)
-        return out.copy_(chosen.extract(x, offsets, patch_size, as_float))
+    def extract_into(self, x: Array, offsets: torch.Tensor, patch_size: tuple[int, ...],
+                     out: torch.Tensor) -> torch.Tensor:
+        return self.choose(x).extract_into(x, offsets, patch_size, out)

@@ -52,13 +52,8 @@ class NumbaExtractor(Extractor):
         out = torch.empty((B, N, x.shape[1], *patch_size), dtype=dtype)
         return self.extract_into(x, offsets, patch_size, out)
 
-    def extract_into(
-        self,
-        x: Array,
-        offsets: torch.Tensor,
-        patch_size: tuple[int, ...],
-        out: torch.Tensor,
-    ) -> torch.Tensor:
+    def extract_into(self, x: Array, offsets: torch.Tensor, patch_size: tuple[int, ...],
+                     out: torch.Tensor) -> torch.Tensor:
         """:meth:`extract` into a given C-contiguous CPU tensor ``out``
         (B, N, C, *patch), of x's dtype or float32 (then scaled as
         ``as_float``). Reusing ``out`` saves the page faults of fresh memory.
