@@ -1,20 +1,24 @@
 """Classifiers a task trains: attention sampling and the two CNN baselines.
 
-All three take ``(x_low, x_high)`` and return a :class:`ModelOutput`, so the
-training engine treats them alike.
+Every model is a :class:`Classifier`: it takes ``(x_low, x_high)`` and
+returns a :class:`ModelOutput`, so the training engine treats them alike;
+what only some models have (a sampling record to regularise and draw, random
+draws to average over at evaluation) is declared by the model, never looked
+up by its name.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ats.core.geometry import as_patch_size
 from ats.core.model import ATSOutput, AttentionSampling
 
-__all__ = ["ModelOutput", "ATSClassifier", "CNNClassifier"]
+__all__ = ["ModelOutput", "Classifier", "ATSClassifier", "CNNClassifier"]
 
 
 class ModelOutput(NamedTuple):
@@ -25,7 +29,25 @@ class ModelOutput(NamedTuple):
     ats: ATSOutput | None = None
 
 
-class ATSClassifier(nn.Module):
+class Classifier(nn.Module):
+    """Base class of the models a task builds (the engine's model contract).
+
+    ``forward(x_low, x_high, *, generator=None, deterministic=False)`` returns
+    a :class:`ModelOutput`; ``x_low`` is on the model's device, ``x_high``
+    anywhere (host memory included).
+    """
+
+    #: the forward pass draws random samples: evaluation averages the test
+    #: error over several sampling seeds, and ``deterministic=True`` (top-N
+    #: inference) is a different model worth evaluating too
+    stochastic: ClassVar[bool] = False
+
+    def check_input_shapes(self, low: Sequence[int], high: Sequence[int]) -> None:
+        """Raise ``ValueError`` when items of shapes (C, *low) and (C, *high)
+        cannot work with this model; called once before training."""
+
+
+class ATSClassifier(Classifier):
     """Attention sampling followed by a linear classifier on the estimate.
 
     Args:
@@ -33,6 +55,8 @@ class ATSClassifier(nn.Module):
         feature_dim: D, the feature network's output size.
         num_classes: number of classes.
     """
+
+    stochastic = True
 
     def __init__(self, ats: AttentionSampling, *, feature_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -52,8 +76,32 @@ class ATSClassifier(nn.Module):
         out = self.ats(x_low, x_high, generator=generator, deterministic=deterministic)
         return ModelOutput(self.head(out.features), out)
 
+    def check_input_shapes(self, low: Sequence[int], high: Sequence[int]) -> None:
+        """N must fit the attention map (without replacement) and the patch the
+        image: one dry run of the attention network on zeros of the real size."""
+        ats = self.ats
+        device = next(self.parameters()).device
+        with torch.no_grad():
+            attention = ats.attention_map(torch.zeros((1, *low), device=device))
+        positions = int(np.prod(attention.shape[1:]))
+        if not ats.sampler.replace and ats.n_patches > positions:
+            raise ValueError(
+                f"n_patches={ats.n_patches} is larger than the attention map "
+                f"{tuple(attention.shape[1:])} ({positions} positions); lower n_patches or "
+                "use --sampler with_replacement"
+            )
+        try:
+            patch = as_patch_size(ats.patch_size, len(high) - 1)
+        except ValueError:
+            patch = None
+        if patch is None or any(p > h for p, h in zip(patch, high[1:])):
+            raise ValueError(
+                f"patch_size {ats.patch_size} does not fit the high-resolution image "
+                f"{tuple(high[1:])}"
+            )
 
-class CNNClassifier(nn.Module):
+
+class CNNClassifier(Classifier):
     """A CNN on one whole view, ``"low"`` (x_low) or ``"full"`` (x_high).
 
     The baseline attention sampling is measured against: the full-resolution

@@ -16,16 +16,11 @@ from ats import registry as reg
 
 __all__ = ["run_main", "bench_main", "plugins_main"]
 
-# Options of ats-run that map one to one onto RunConfig fields.
-_RUN_OPTIONS = ("model", "epochs", "batch_size", "n_patches", "patch_size", "sampler",
-                "extractor", "device", "seed", "data_dir", "output", "workers")
-# What may change when a run is resumed; the rest must match the checkpoint.
-_RESUMABLE = {"epochs", "device", "workers", "data_dir"}
-
-
 def _summary(obj: object) -> str:
-    """The first sentence of ``obj``'s docstring, on one line."""
-    paragraph = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+    """The first sentence of ``obj``'s own docstring (not one it inherits,
+    such as ``nn.Module``'s), on one line."""
+    own = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    paragraph = (inspect.cleandoc(own) if isinstance(own, str) else "").strip().split("\n\n")[0]
     text = " ".join(paragraph.split())
     # the first sentence: a period followed by a capital ("i.i.d. draws" is not an end)
     match = re.search(r"\.\s+(?=[A-Z])", text)
@@ -52,28 +47,16 @@ def plugins_main(kinds: tuple[str, ...], pattern: str | None) -> None:
             click.echo(line)
 
 
-def _patch_size(value: str | None):
+def _patch_size(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``--patch-size 50`` or ``32x48``, parsed like the configuration's field."""
     if value is None:
         return None
-    parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    from ats.config import RunConfig, field_types, parse_value
+
     try:
-        size = tuple(int(p) for p in parts)
+        return parse_value("patch_size", value, field_types(RunConfig)["patch_size"])
     except ValueError:
         raise click.BadParameter(f"expected an int or ints like 50 or 32x48, got {value!r}")
-    return size[0] if len(size) == 1 else size
-
-
-def resolve_run_config(task_name: str, preset: str | None, options: dict, sets: tuple[str, ...]):
-    """Task defaults < preset < command-line options < ``--set`` values."""
-    from ats.train.config import apply_overrides, parse_assignment
-
-    task = reg.task.build(task_name)
-    config = task.config(preset)
-    given = {k: v for k, v in options.items() if v is not None}
-    config = apply_overrides(config, given, parse=False)
-    assignments = dict(parse_assignment(s) for s in sets)
-    config = apply_overrides(config, assignments, parse=True)
-    return task, config
 
 
 @click.command(name="ats-run", context_settings={"max_content_width": 100})
@@ -83,7 +66,8 @@ def resolve_run_config(task_name: str, preset: str | None, options: dict, sets: 
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--n-patches", type=int, default=None, help="N, patches per image.")
-@click.option("--patch-size", default=None, help="Patch size in full-resolution pixels: 50 or 32x48.")
+@click.option("--patch-size", default=None, callback=_patch_size,
+              help="Patch size in full-resolution pixels: 50 or 32x48.")
 @click.option("--sampler", default=None, help="with_replacement or without_replacement.")
 @click.option("--extractor", default=None, help="Patch extraction backend (auto, numba, torch, ...).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
@@ -91,15 +75,18 @@ def resolve_run_config(task_name: str, preset: str | None, options: dict, sets: 
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Where the task's data files are.")
 @click.option("--output", default=None, type=click.Path(file_okay=False),
-              help="Run directory (default runs/TASK-MODEL-TIME).")
+              help="Run directory (default runs/TASK-MODEL-TIME); with --resume, the run to continue.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any other setting, e.g. --set lr=3e-4 --set data.noise=false (repeatable).")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE first, e.g. one that registers a network (repeatable; "
+                   "also $ATS_PLUGINS, comma-separated).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
 @click.option("--cross-validate", is_flag=True,
               help="Train every fold of a k-fold task (e.g. colon_cancer) and report mean and std.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
-def run_main(task_name, preset, sets, resume, cross_validate, no_progress, **options) -> None:
+def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progress, **options):
     """Train and evaluate a model on a task, e.g. `ats-run --task mega_mnist`.
 
     Writes config.json, metrics.csv, checkpoint.pt (every epoch, atomically),
@@ -110,39 +97,25 @@ def run_main(task_name, preset, sets, resume, cross_validate, no_progress, **opt
     import time
     from pathlib import Path
 
-    from ats.train.config import RunConfig, apply_overrides, parse_assignment
+    from ats.task import configure, configure_resume
     from ats.train.engine import Trainer
 
     if resume and cross_validate:
         raise click.UsageError("--cross-validate continues unfinished folds by itself; drop --resume")
-    options["patch_size"] = _patch_size(options.get("patch_size"))
+    if resume and options.get("output") is None:
+        raise click.UsageError("--resume needs --output, the run directory to continue")
     try:
+        reg.load_plugins(plugins)
         if resume:
-            if options.get("output") is None:
-                raise click.UsageError("--resume needs --output, the run directory to continue")
-            saved_path = Path(options["output"]) / "config.json"
-            if not saved_path.is_file():
-                raise FileNotFoundError(f"no run to resume in {options['output']} (no config.json)")
-            config = RunConfig.from_dict(json.loads(saved_path.read_text()))
-            if config.task != task_name:
-                raise ValueError(f"{options['output']} holds a {config.task!r} run, not {task_name!r}")
-            changed = {k: v for k, v in options.items() if v is not None and k != "output"}
-            fixed = sorted(set(changed) - _RESUMABLE) + (["preset"] if preset else [])
-            fixed += [parse_assignment(s)[0] for s in sets]
-            if fixed:
-                raise click.UsageError(
-                    f"cannot change {', '.join(fixed)} when resuming; only "
-                    f"{', '.join(sorted(_RESUMABLE))} may change"
-                )
-            config = apply_overrides(config, changed, parse=False)
-            task = reg.task.build(task_name)
+            output = options.pop("output")
+            task, config = configure_resume(task_name, output, preset=preset, options=options,
+                                            sets=sets)
         else:
-            task, config = resolve_run_config(task_name, preset, options, sets)
+            task, config = configure(task_name, preset=preset, options=options, sets=sets)
             if config.output is None:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
-                config = apply_overrides(
-                    config, {"output": str(Path("runs") / f"{config.task}-{config.model}-{stamp}")},
-                    parse=False)
+                config = task.override(
+                    config, {"output": str(Path("runs") / f"{config.task}-{config.model}-{stamp}")})
         main_rank = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 speaks
         if main_rank:
             click.echo("configuration:\n" + config.to_json(), err=True)

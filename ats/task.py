@@ -4,32 +4,53 @@ A task is registered in :data:`ats.registry.task` and knows
 
 * its data: ``datasets(config) -> (train, test)``, each item a dict with
   ``x_low`` (C, *low) float32, ``x_high`` (C, *high) and ``y`` (int);
-* its defaults (the paper's settings, ATS_SPEC 3) as :class:`RunConfig`
-  values, its own data options, and named presets;
+* its defaults (the paper's settings, docs/tasks/) as :class:`RunConfig`
+  values, its own options (``config.data``) as a dataclass, and named presets;
 * its models: ``"ats"`` (attention sampling) and the CNN baselines
   ``"cnn_low"`` and ``"cnn_full"``.
 
 Subclasses override :meth:`datasets` and usually :meth:`input_shapes`; the
-rest has defaults built from the registries.
+rest has defaults built from the registries. See docs/plugins.md.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, ClassVar
+import dataclasses
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ats.classifier import ATSClassifier, CNNClassifier
+from ats.classifier import ATSClassifier, Classifier, CNNClassifier
+import json
+from pathlib import Path
+
+from ats.config import (
+    RunConfig,
+    apply_overrides,
+    check_fields,
+    parse_assignment,
+    resumed_config,
+)
+from ats.contracts import (
+    check_attention_network,
+    check_feature_network,
+    check_instance,
+)
 from ats.core.model import AttentionSampling
+from ats.core.sampling import Sampler
 from ats.registry import attention as attention_registry
 from ats.registry import feature as feature_registry
 from ats.registry import sampler as sampler_registry
-from ats.train.config import RunConfig, apply_overrides
+from ats.registry import task as task_registry
 
-__all__ = ["Task"]
+__all__ = ["NoOptions", "Task", "configure", "configure_resume", "get_task"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of a task that has none."""
 
 
 class Task:
@@ -40,26 +61,67 @@ class Task:
     in_channels: ClassVar[int] = 1
     #: RunConfig values of the paper's setting
     defaults: ClassVar[dict[str, Any]] = {}
-    #: the task's own options (``config.data``), with their defaults
-    data_defaults: ClassVar[dict[str, Any]] = {}
+    #: the task's own options (``config.data``): a dataclass whose field
+    #: annotations type ``--set data.NAME=VALUE`` and whose defaults are the
+    #: task's; an optional ``validate()`` method checks what types cannot
+    options: ClassVar[type] = NoOptions
     #: preset name -> overrides of RunConfig fields or data options
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     models: ClassVar[tuple[str, ...]] = ("ats", "cnn_low", "cnn_full")
+    #: for k-fold tasks: the data option holding the fold index (the fold
+    #: count is the data option ``k``); ``ats-run --cross-validate`` uses them
+    folds_key: ClassVar[str | None] = None
 
     # -- configuration ---------------------------------------------------------
-    def config(self, preset: str | None = None, **overrides: Any) -> RunConfig:
+    def config(self, preset: str | None = None, /, **overrides: Any) -> RunConfig:
         """The task's defaults, then ``preset``, then ``overrides`` (typed values)."""
-        base = RunConfig(task=self.name, data=copy.deepcopy(self.data_defaults))
-        config = apply_overrides(base, self.defaults, parse=False)
+        base = RunConfig(task=self.name, data=dataclasses.asdict(self.options()))
+        config = self.override(base, self.defaults)
         if preset is not None:
             if preset not in self.presets:
                 raise ValueError(
                     f"unknown preset {preset!r} for task {self.name!r}; "
                     f"presets: {', '.join(sorted(self.presets)) or '(none)'}"
                 )
-            config = apply_overrides(config, self.presets[preset], parse=False)
+            config = self.override(config, self.presets[preset])
             config.preset = preset
-        return apply_overrides(config, overrides, parse=False)
+        return self.override(config, overrides)
+
+    def override(self, config: RunConfig, assignments: Mapping[str, Any], *,
+                 parse: bool = False) -> RunConfig:
+        """``config`` with ``assignments`` applied, typed by RunConfig's and this
+        task's options' annotations (``parse``: the values are command-line text)."""
+        return apply_overrides(config, assignments, parse=parse, options=self.options)
+
+    def options_of(self, config: RunConfig) -> Any:
+        """``config.data`` as this task's checked options dataclass.
+
+        Raises:
+            ValueError: an unknown, missing or invalid option.
+        """
+        names = {f.name for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(config.data) - names)
+        if unknown:
+            raise ValueError(f"unknown task data options {unknown} for task {self.name!r}; "
+                             f"options: {', '.join(sorted(names)) or '(none)'}")
+        options = self.options(**config.data)
+        check_fields(options, prefix="data.")
+        validate = getattr(options, "validate", None)
+        if callable(validate):
+            validate()
+        return options
+
+    def check_config(self, config: RunConfig) -> None:
+        """Everything about ``config`` that can be checked without data or a
+        model; raises ``ValueError`` naming the setting."""
+        if config.task != self.name:
+            raise ValueError(f"the configuration is for task {config.task!r}, not {self.name!r}")
+        if config.model not in self.models:
+            raise ValueError(
+                f"unknown model {config.model!r} for task {self.name!r}; "
+                f"models: {', '.join(self.models)}"
+            )
+        self.options_of(config)
 
     # -- data --------------------------------------------------------------------
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
@@ -88,51 +150,103 @@ class Task:
 
     # -- models ------------------------------------------------------------------
     def attention_network(self, config: RunConfig) -> nn.Module:
-        return attention_registry.build(config.attention, in_channels=self.in_channels)
+        net = attention_registry.build(config.attention, in_channels=self.in_channels)
+        return check_attention_network(net, f"attention network {config.attention!r}")
 
     def feature_network(self, config: RunConfig) -> nn.Module:
-        return feature_registry.build(config.feature, in_channels=self.in_channels)
+        net = feature_registry.build(config.feature, in_channels=self.in_channels)
+        return check_feature_network(net, f"feature network {config.feature!r}")
 
     def baseline_network(self, config: RunConfig, view: str) -> nn.Module:
         """The CNN of a baseline; by default the feature network applied to
         the whole view (it ends in global pooling, so any size works)."""
         return self.feature_network(config)
 
-    def build_model(self, config: RunConfig) -> nn.Module:
+    def sampler(self, config: RunConfig) -> Sampler:
+        kwargs = {"grad": config.wor_grad} if config.sampler == "without_replacement" else {}
+        built = sampler_registry.build(config.sampler, **kwargs)
+        return check_instance(built, Sampler, f"sampler {config.sampler!r}")
+
+    def build_model(self, config: RunConfig) -> Classifier:
         """The model named by ``config.model``."""
-        if config.model not in self.models:
-            raise ValueError(
-                f"unknown model {config.model!r} for task {self.name!r}; "
-                f"models: {', '.join(self.models)}"
-            )
+        self.check_config(config)
         if config.model == "ats":
             feature = self.feature_network(config)
-            sampler_kwargs = {"grad": config.wor_grad} if config.sampler == "without_replacement" else {}
             ats = AttentionSampling(
                 self.attention_network(config),
                 feature,
                 n_patches=config.n_patches,
                 patch_size=config.patch_size,
                 receptive_field=config.receptive_field,
-                sampler=sampler_registry.build(config.sampler, **sampler_kwargs),
+                sampler=self.sampler(config),
                 extractor=config.extractor,
                 smoothing=config.smoothing,
             )
-            return ATSClassifier(ats, feature_dim=_out_features(feature), num_classes=self.num_classes)
+            return ATSClassifier(ats, feature_dim=feature.out_features,
+                                 num_classes=self.num_classes)
         view = "low" if config.model == "cnn_low" else "full"
-        network = self.baseline_network(config, view)
-        return CNNClassifier(network, feature_dim=_out_features(network),
+        network = check_feature_network(self.baseline_network(config, view),
+                                        f"the {config.model} network")
+        return CNNClassifier(network, feature_dim=network.out_features,
                              num_classes=self.num_classes, view=view)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def _out_features(network: nn.Module) -> int:
-    size = getattr(network, "out_features", None)
-    if not isinstance(size, int):
-        raise ValueError(
-            f"{type(network).__name__} must expose its output size as an int attribute "
-            "`out_features`"
-        )
-    return size
+def get_task(name: str) -> Task:
+    """The registered task ``name``, built and checked to be a :class:`Task`."""
+    return check_instance(task_registry.build(name), Task, f"task {name!r}")
+
+
+def configure(task: str | Task, *, preset: str | None = None,
+              options: Mapping[str, Any] | None = None,
+              sets: Sequence[str] = ()) -> tuple[Task, RunConfig]:
+    """Resolve a run's configuration: task defaults < preset < typed ``options``
+    (e.g. from command-line flags; ``None`` values are skipped) < ``sets``
+    (``"key=value"`` texts, parsed by type); then checked as a whole.
+
+    Raises:
+        ValueError: an unknown task, preset, setting or a bad value.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    config = task.config(preset)
+    config = task.override(config, {k: v for k, v in (options or {}).items() if v is not None})
+    config = task.override(config, dict(parse_assignment(s) for s in sets), parse=True)
+    task.check_config(config)
+    return task, config
+
+
+def configure_resume(task: str | Task, output: str | Path, *, preset: str | None = None,
+                     options: Mapping[str, Any] | None = None,
+                     sets: Sequence[str] = ()) -> tuple[Task, RunConfig]:
+    """The configuration to continue the run in ``output``: the one saved in
+    its ``config.json`` with ``output`` set to the directory given (wherever
+    the run was first written) and the changes that may be made on resume
+    (:data:`ats.config.RESUMABLE`); ``preset``, ``options`` and ``sets`` as
+    in :func:`configure`.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` in ``output``.
+        ValueError: a run of another task, or a change that is not allowed.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    path = Path(output) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no run to resume in {output} (no config.json)")
+    try:
+        saved = RunConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if saved.task != task.name:
+        raise ValueError(f"{output} holds a {saved.task!r} run, not {task.name!r}")
+    given = task.override(saved, {k: v for k, v in (options or {}).items() if v is not None})
+    given = task.override(given, dict(parse_assignment(s) for s in sets), parse=True)
+    if preset is not None:
+        given.preset = preset
+    given.output = str(output)
+    before = saved.to_dict()
+    changes = {k: v for k, v in given.to_dict().items() if before[k] != v}
+    config = resumed_config(saved, changes)
+    task.check_config(config)
+    return task, config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ats.registry import task as task_registry
-from ats.train.config import RunConfig, apply_overrides, parse_assignment
+from ats.config import RunConfig, apply_overrides, parse_assignment
 
 
 def test_task_defaults_are_the_papers_and_presets_override_them():
@@ -59,3 +59,89 @@ def test_round_trip_through_json():
 
     again = RunConfig.from_dict(json.loads(config.to_json()))
     assert again == config
+
+
+# -- parsing by annotation, checks by bounds ----------------------------------------
+
+from typing import Literal  # noqa: E402
+
+from ats.config import RESUMABLE, parse_value, resumed_config  # noqa: E402
+
+
+@pytest.mark.parametrize("raw,annotation,value", [
+    ("3", int, 3),
+    ("-2", int, -2),
+    ("0.5", float, 0.5),
+    ("2", float, 2.0),
+    ("off", bool, False),
+    ("adam", Literal["adam", "sgd"], "adam"),
+    ("none", float | None, None),
+    ("1.5", float | None, 1.5),
+    ("32x48", int | tuple[int, ...], (32, 48)),
+    ("[1, 2, 3]", tuple[int, ...], (1, 2, 3)),
+    ("()", tuple[int, ...], ()),
+    ("7", int | None, 7),
+])
+def test_values_are_parsed_by_their_annotation(raw, annotation, value):
+    parsed = parse_value("x", raw, annotation)
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("raw,annotation,message", [
+    ("abc", float, "x expects a number, got 'abc'"),
+    ("True", float, "x expects a number, got 'True'"),
+    ("none", float, "x expects a number, got 'none'"),
+    ("nan", float, "x expects a number"),
+    ("1.5", int, "x expects an integer"),
+    ("rmsprop", Literal["adam", "sgd"], "x expects 'adam' or 'sgd', got 'rmsprop'"),
+    ("1,a", tuple[int, ...], r"x expects a tuple of integers like \(1, 2\), got '1,a'"),
+])
+def test_unparsable_values_name_the_setting_and_the_type(raw, annotation, message):
+    with pytest.raises(ValueError, match=message):
+        parse_value("x", raw, annotation)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("lr=abc", "lr expects a number, got 'abc'"),
+    ("lr=none", "lr expects a number"),
+    ("lr=True", "lr expects a number"),
+    ("lr=0", "lr must be positive, got 0.0"),
+    ("momentum=abc", "momentum expects a number"),
+    ("smoothing=1", r"smoothing must be >= 0 and < 1, got 1.0"),
+    ("clip_norm=-1", "clip_norm must be positive"),
+    ("entropy=abc", "entropy expects a number"),
+    ("lr_decay=abc", "lr_decay expects a number"),
+    ("lr_decay_at=(0, 3)", r"lr_decay_at must be a positive integer \(every element\)"),
+    ("patch_size=(30, 0)", r"patch_size must be a positive integer \(every element\)"),
+    ("optimizer=rmsprop", "optimizer expects 'adam' or 'sgd'"),
+    ("wor_grad=biased", "wor_grad expects 'unbiased' or 'original'"),
+    ("workers=-1", "workers must be >= 0"),
+    ("data.noise=maybe", "data.noise expects a number"),
+])
+def test_every_setting_is_checked_before_anything_runs(text, message):
+    task = task_registry.build("find_pattern")
+    with pytest.raises(ValueError, match=message):
+        task.override(task.config(), dict([parse_assignment(text)]), parse=True)
+
+
+def test_typed_values_from_python_are_checked_too():
+    task = task_registry.build("find_pattern")
+    with pytest.raises(ValueError, match="lr expects a number, got 'fast'"):
+        task.config(lr="fast")
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+        RunConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"data.cell must be >= 8"):
+        task.check_config(task.config(**{"data.cell": 4}))
+
+
+def test_resume_rules_live_with_the_configuration():
+    saved = task_registry.build("find_pattern").config(output="/old/place")
+    resumed = resumed_config(saved, {"epochs": 20, "output": "/new/place", "device": "cpu"})
+    assert (resumed.epochs, resumed.output, resumed.device) == (20, "/new/place", "cpu")
+    assert {"epochs", "output"} <= RESUMABLE
+    with pytest.raises(ValueError, match="cannot change lr, n_patches when resuming"):
+        resumed_config(saved, {"n_patches": 4, "lr": 0.1, "epochs": 3})
+    with pytest.raises(ValueError, match="cannot change data.noise when resuming"):
+        resumed_config(saved, {"data": {**saved.data, "noise": 0.1}})
+    # unchanged values are not changes
+    assert resumed_config(saved, {"n_patches": saved.n_patches}) == saved

@@ -63,36 +63,31 @@ def _return_freed_memory_to_the_os() -> None:
 
 def measure(task_name: str, config_values: dict[str, Any], *, batch_size: int, steps: int,
             warmup: int, device: str, real_data: bool) -> dict[str, Any]:
-    """Time ``steps`` training steps of one model in this process."""
+    """Time ``steps`` of the engine's own training step on one model, in this process."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from ats.registry import task as task_registry
-    from ats.train.engine import resolve_device
+    from ats.task import get_task
+    from ats.train.engine import Trainer
 
-    task = task_registry.build(task_name)
-    config = task.config(**config_values)
-    dev = resolve_device(device)
-    torch.manual_seed(0)
-    model = task.build_model(config).to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4, eps=config.adam_eps)
-    generator = torch.Generator(device=dev).manual_seed(0)
+    task = get_task(task_name)
+    config = task.config(**{**config_values, "device": device, "batch_size": batch_size,
+                            "output": None, "workers": 0})
     if real_data:
-        train, _ = task.datasets(config)
-        batch = torch.utils.data.default_collate([train[i % len(train)] for i in range(batch_size)])
+        train, test = task.datasets(config)
+        items = [train[i % len(train)] for i in range(batch_size)]
     else:
-        batch = task.synthetic_batch(config, batch_size, generator=torch.Generator().manual_seed(0))
-    x_low = batch["x_low"].to(dev)
-    y = batch["y"].to(dev)
+        synthetic = task.synthetic_batch(config, batch_size,
+                                         generator=torch.Generator().manual_seed(0))
+        items = [{k: v[i] for k, v in synthetic.items()} for i in range(batch_size)]
+        train = test = items
+    trainer = Trainer(config, task=task, datasets=(train, test), progress=False,
+                      log=lambda message: None)
+    dev = trainer.device
+    batch = torch.utils.data.default_collate(items)
 
     def step() -> None:
-        out = model(x_low, batch["x_high"], generator=generator)
-        loss = F.cross_entropy(out.logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        trainer.train_step(batch)
 
     # Warm-up first: one-off costs (numba loading its cached kernels, lazy
     # allocations) are neither training time nor training memory.
@@ -133,7 +128,7 @@ def measure(task_name: str, config_values: dict[str, Any], *, batch_size: int, s
         "peak_bytes": int(peak),
         "peak_bytes_per_sample": peak / batch_size,
         "memory_measure": memory_kind,
-        "parameters": sum(p.numel() for p in params),
+        "parameters": sum(p.numel() for p in trainer.params),
         "device": str(dev),
         "threads": torch.get_num_threads(),
     }
@@ -195,14 +190,14 @@ def _mib(n: float) -> str:
 def train_command(task_name, models, preset, batch_size, full_batch_size, steps, warmup, device,
                   sets, real_data, timeout, json_path) -> None:
     """Training time and peak memory per sample of ATS and the CNN baselines."""
-    from ats.cli import resolve_run_config
+    from ats.task import configure
 
     for name, value in (("batch-size", batch_size), ("full-batch-size", full_batch_size),
                         ("steps", steps)):
         if value < 1:
             raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{name}")
     try:
-        task, config = resolve_run_config(task_name, preset, {}, sets)
+        task, config = configure(task_name, preset=preset, sets=sets)
         for model in models:
             if model not in task.models:
                 raise ValueError(f"unknown model {model!r} for task {task_name!r}; models: "

@@ -1,8 +1,5 @@
-"""Training and evaluation: configuration, engine, checkpoints, logs, pictures.
+"""Training and evaluation: the engine, checkpoints, metrics, pictures.
 
-Import :class:`ats.train.engine.Trainer` for the loop itself.
+Import :class:`ats.train.engine.Trainer` for the loop itself; the run
+configuration lives in :mod:`ats.config`.
 """
-
-from ats.train.config import RunConfig, apply_overrides
-
-__all__ = ["RunConfig", "apply_overrides"]

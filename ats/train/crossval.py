@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ats.config import RunConfig
 from ats.task import Task
 from ats.train.checkpoint import atomic_write_json
-from ats.train.config import RunConfig, apply_overrides
 
 __all__ = ["cross_validate"]
 
@@ -28,7 +28,7 @@ def cross_validate(config: RunConfig, task: Task, *, progress: bool = True,
 
     from ats.train.engine import SUMMARY, Trainer
 
-    key = getattr(task, "folds_key", None)
+    key = task.folds_key
     if key is None or key not in config.data or "k" not in config.data:
         raise ValueError(f"task {task.name!r} has no folds to cross-validate over")
     if config.output is None:
@@ -38,7 +38,7 @@ def cross_validate(config: RunConfig, task: Task, *, progress: bool = True,
     folds = []
     for fold in range(k):
         out = root / f"fold{fold}"
-        fold_config = apply_overrides(config, {f"data.{key}": fold, "output": str(out)}, parse=False)
+        fold_config = task.override(config, {f"data.{key}": fold, "output": str(out)})
         if (out / SUMMARY).is_file():
             summary = json.loads((out / SUMMARY).read_text())
             if summary.get("epochs") == config.epochs:

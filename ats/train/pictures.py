@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from ats.train.checkpoint import atomic_write_bytes
 
-__all__ = ["save_attention_figure", "save_patches_figure", "save_curves_figure"]
+__all__ = [
+    "save_attention_figure",
+    "save_curves_figure",
+    "save_model_pictures",
+    "save_patches_figure",
+]
 
 
 def _pyplot():
@@ -152,3 +158,40 @@ def save_curves_figure(path: str | os.PathLike, history: Sequence[dict]) -> None
     ax_err.legend()
     fig.tight_layout()
     _save(fig, path)
+
+
+def save_model_pictures(model: Any, dataset: Any, folder: str | os.PathLike, epoch: int, *,
+                        count: int, device: Any) -> bool:
+    """Where ``model`` looked on the first ``count`` items of ``dataset``: the
+    attention overlay and the patches, as ``epochNNNN_attention.png`` and
+    ``epochNNNN_patches.png`` in ``folder``.
+
+    Drawn for models whose output carries a sampling record (``out.ats``) on
+    2-D images, with sampling seed 0 so that epochs compare; returns whether
+    anything was drawn.
+    """
+    import torch
+    from torch.utils.data import default_collate
+
+    n = min(count, len(dataset))
+    batch = default_collate([dataset[i] for i in range(n)])
+    if batch["x_low"].ndim != 4:
+        return False  # overlays are drawn for 2-D images only
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        out = model(batch["x_low"].to(device), batch["x_high"], generator=generator)
+    ats = out.ats
+    if ats is None:
+        return False
+    pred = out.logits.argmax(1).cpu()
+    titles = [f"item {i}: label {int(y)}, predicted {int(p)}"
+              for i, (y, p) in enumerate(zip(batch["y"], pred))]
+    folder = Path(folder)
+    patch = tuple(ats.patches.shape[3:])
+    save_attention_figure(folder / f"epoch{epoch:04d}_attention.png", batch["x_low"].numpy(),
+                          ats.attention.cpu().numpy(), ats.offsets.cpu().numpy(), patch,
+                          tuple(batch["x_high"].shape[2:]), titles=titles)
+    save_patches_figure(folder / f"epoch{epoch:04d}_patches.png", ats.patches.cpu().numpy(),
+                        ats.probs.cpu().numpy(), row_titles=titles)
+    return True

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch.utils.data import Dataset
 
 from ats.registry import task
+from ats.config import RunConfig, setting
 from ats.task import Task
-from ats.train.config import RunConfig
 from tasks.find_pattern.data import FindPatternDataset
+
+
+@dataclasses.dataclass(frozen=True)
+class FindPatternOptions:
+    """The data options of ``find_pattern`` (``--set data.NAME=VALUE``)."""
+
+    n_train: int = setting(2000, ge=1, doc="training images")
+    n_test: int = setting(500, ge=1, doc="test images")
+    size: int = setting(128, ge=1, doc="image side in pixels")
+    cell: int = setting(8, ge=8, doc="pixels per attention cell (x_low = size / cell)")
+    noise: float = setting(0.3, ge=0, le=1, doc="amplitude of the background noise")
+    seed: int = setting(0, ge=0)
 
 
 @task.register("find_pattern")
@@ -30,16 +44,16 @@ class FindPattern(Task):
         "smoothing": 1e-4,
         "eval_seeds": 3,
     }
-    data_defaults = {"n_train": 2000, "n_test": 500, "size": 128, "cell": 8, "noise": 0.3,
-                     "seed": 0}
+    options = FindPatternOptions
     presets = {"smoke": {"data.n_train": 500, "data.n_test": 100, "epochs": 2}}
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
-        d = dict(config.data)
+        d = dataclasses.asdict(self.options_of(config))
         n_train, n_test = d.pop("n_train"), d.pop("n_test")
         return (FindPatternDataset(n_train, train=True, **d),
                 FindPatternDataset(n_test, train=False, **d))
 
     def input_shapes(self, config: RunConfig):
-        size, cell = config.data["size"], config.data["cell"]
+        options = self.options_of(config)
+        size, cell = options.size, options.cell
         return (1, size // cell, size // cell), (1, size, size)

@@ -1,6 +1,6 @@
 """The ``mega_mnist`` task plugin: Megapixel MNIST with the paper's settings
-(ATS_SPEC 3.1), the framework-default differences neutralised (Keras
-initialisation, Adam epsilon 1e-7, global gradient-norm clip)."""
+(docs/tasks/mega_mnist.md), the framework-default differences neutralised
+(Keras initialisation, Adam epsilon 1e-7, global gradient-norm clip)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import dataclasses
 from torch.utils.data import Dataset
 
 from ats.registry import task
+from ats.config import RunConfig
 from ats.task import Task
-from ats.train.config import RunConfig
 from tasks.mega_mnist.data import PRESETS, MegaMNISTConfig, make_datasets
-
-_DATA_FIELDS = {f.name: f.default for f in dataclasses.fields(MegaMNISTConfig)}
 
 
 def _data_preset(name: str) -> dict:
@@ -44,7 +42,7 @@ class MegaMNIST(Task):
         "smoothing": 1e-5,
         "sampler": "without_replacement",
     }
-    data_defaults = dict(_DATA_FIELDS)
+    options = MegaMNISTConfig
     presets = {
         "paper": _data_preset("paper"),
         "easy": _data_preset("easy"),
@@ -53,17 +51,9 @@ class MegaMNIST(Task):
                   "eval_seeds": 2, "pictures": 3},
     }
 
-    def _data_config(self, config: RunConfig) -> MegaMNISTConfig:
-        try:
-            data = MegaMNISTConfig(**config.data)
-        except TypeError as exc:
-            raise ValueError(f"bad Megapixel MNIST data options {config.data}: {exc}") from None
-        data.validate()
-        return data
-
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
-        return make_datasets(self._data_config(config), data_dir=config.data_dir)
+        return make_datasets(self.options_of(config), data_dir=config.data_dir)
 
     def input_shapes(self, config: RunConfig):
-        data = self._data_config(config)
+        data = self.options_of(config)
         return data.low_shape, data.high_shape

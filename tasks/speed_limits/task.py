@@ -1,17 +1,32 @@
 """The ``speed_limits`` task plugin: Swedish Traffic Signs speed limits with
-the paper's settings (ATS_SPEC 3.2)."""
+the paper's settings (docs/tasks/speed_limits.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
 
 from ats.registry import task
+from ats.config import RunConfig, setting
 from ats.task import Task
-from ats.train.config import RunConfig
 from tasks.speed_limits.data import CLASSES, EXPECTED_COUNTS, make_datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedLimitsOptions:
+    """The data options of ``speed_limits`` (``--set data.NAME=VALUE``)."""
+
+    augment: bool = setting(True, doc="a*x+b and pan of the training images")
+    scale: float = setting(0.3, gt=0, le=1, doc="x_low = bilinear resize of x_high by this")
+    bgr: bool = setting(False, doc="the original's OpenCV channel order")
+    resize_coordinates: Literal["asymmetric", "half_pixel"] = setting(
+        "asymmetric", doc="TF1's asymmetric map (the original) or half-pixel centres")
+    cache: bool = setting(False, doc="keep decoded images in memory")
+    seed: int = setting(0, ge=0, doc="augmentation seed")
 
 
 @task.register("speed_limits")
@@ -37,14 +52,14 @@ class SpeedLimitsTask(Task):
         "lr_decay": 0.1,
         "entropy": 1e-4,
         "smoothing": 1e-4,
-        "class_weights": False,  # the original most likely trained unweighted (ATS_SPEC 3.2)
+        "class_weights": False,  # the original most likely trained unweighted (docs/tasks/speed_limits.md)
     }
-    data_defaults = {"augment": True, "scale": 0.3, "bgr": False,
-                     "resize_coordinates": "asymmetric", "cache": False, "seed": 0}
+    options = SpeedLimitsOptions
     presets = {"paper": {}}
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
-        train, test = make_datasets(config.data_dir, **config.data)
+        train, test = make_datasets(config.data_dir,
+                                    **dataclasses.asdict(self.options_of(config)))
         counts = {"train": len(train), "test": len(test)}
         if counts != EXPECTED_COUNTS:
             # Not an error: a subset or another annotation release is legitimate.
@@ -57,7 +72,7 @@ class SpeedLimitsTask(Task):
         return train, test
 
     def input_shapes(self, config: RunConfig):
-        scale = config.data["scale"]
+        scale = self.options_of(config).scale
         return (3, int(960 * scale), int(1280 * scale)), (3, 960, 1280)
 
     def class_weights(self, train: Dataset) -> torch.Tensor:

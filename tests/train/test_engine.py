@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ats.registry import task as task_registry
-from ats.train.engine import EpochSampler, Trainer
+from ats.train.data import EpochSampler
+from ats.train.engine import Trainer
 
 
 def _config(tmp_path, **overrides):
@@ -160,3 +161,12 @@ def test_torchrun_with_two_ranks_trains_and_rank_0_writes(tmp_path):
     # the test error counts all 31 items, summed over the shards of 16 and 15
     error = json.loads((out / "summary.json").read_text())["final_test_error"]
     assert 0 < error < 1 and abs(error * 31 - round(error * 31)) < 1e-9
+
+
+def test_resuming_with_a_changed_setting_is_refused_by_the_python_api(tmp_path):
+    _trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(ValueError, match="cannot change n_patches when resuming"):
+        _trainer(tmp_path, epochs=2, n_patches=2).fit(resume=True)
+    resumed = _trainer(tmp_path, epochs=2)  # epochs may change
+    resumed.fit(resume=True)
+    assert resumed.epoch == 2

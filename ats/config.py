@@ -1,0 +1,401 @@
+"""The configuration of a run: one typed record, parsed and checked from its annotations.
+
+A run is described by a :class:`RunConfig` (what the engine reads) whose
+``data`` holds the task's own options, described by the task's options
+dataclass (see :class:`ats.task.Task`). Values are layered: task defaults <
+preset < command-line options < ``--set key=value``. Everything a user can
+type is parsed by the *type annotation* of its field (``int``, ``float``,
+``bool``, ``str``, ``Literal[...]``, ``X | None``, ``tuple[int, ...]`` and
+unions of those) and checked against the bounds in its field's metadata,
+before anything is written. The rules of what a resumed run may change live
+here too (:data:`RESUMABLE`, :func:`resumed_config`), so that the Python API
+and the command line enforce the same ones. See docs/configuration.md.
+
+This module is at the bottom of the package: it imports nothing from ``ats``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import numbers
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+__all__ = [
+    "RESUMABLE",
+    "RunConfig",
+    "apply_overrides",
+    "check_fields",
+    "parse_assignment",
+    "parse_value",
+    "resumed_config",
+    "setting",
+]
+
+
+def setting(default: Any = dataclasses.MISSING, *, doc: str = "", ge: float | None = None,
+            gt: float | None = None, le: float | None = None, lt: float | None = None,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with a help text and bounds (checked per element for tuples).
+
+    ``ge``/``gt``/``le``/``lt``: value >= / > / <= / < the bound.
+    """
+    metadata = {"doc": doc, "bounds": {k: v for k, v in
+                                       (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
+                                       if v is not None}}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a training run (defaults are the task's; see Task)."""
+
+    task: str = setting("", doc="the task plugin")
+    model: str = setting("ats", doc="ats, or a baseline of the task (cnn_low, cnn_full)")
+    preset: str | None = setting(None, doc="the task preset the run started from")
+    # optimisation
+    epochs: int = setting(10, ge=1, doc="epochs to train (in all, when resuming)")
+    batch_size: int = setting(32, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = setting(1e-3, gt=0, doc="learning rate")
+    adam_eps: float = setting(1e-7, gt=0, doc="Keras's default, not PyTorch's 1e-8")
+    momentum: float = setting(0.9, ge=0, doc="for optimizer=sgd")
+    weight_decay: float = setting(0.0, ge=0)
+    clip_norm: float | None = setting(1.0, gt=0, doc="global gradient-norm clip (Keras clipnorm)")
+    lr_decay_at: tuple[int, ...] = setting((), ge=1, doc="epochs after which lr *= lr_decay")
+    lr_decay: float = setting(0.1, gt=0)
+    class_weights: bool = setting(False, doc="weight the loss by inverse class frequency")
+    # attention sampling
+    attention: str = setting("", doc="attention network (registry name)")
+    feature: str = setting("", doc="feature network (registry name)")
+    n_patches: int = setting(10, ge=1, doc="N, patches per image")
+    patch_size: int | tuple[int, ...] = setting(50, ge=1, doc="in full-resolution pixels")
+    receptive_field: int = setting(0, ge=0, doc="of the attention network, in x_low pixels")
+    sampler: str = setting("without_replacement", doc="sampler (registry name)")
+    wor_grad: Literal["unbiased", "original"] = setting(
+        "unbiased", doc="without-replacement attention gradient; original = the biased TF one")
+    extractor: str = setting("auto", doc="patch extraction backend (registry name)")
+    entropy: float = setting(1e-4, doc="entropy regulariser strength; > 0 raises the entropy")
+    smoothing: float = setting(1e-5, ge=0, lt=1, doc="every attention probability >= s/K")
+    # evaluation
+    eval_every: int = setting(1, ge=1, doc="evaluate every this many epochs")
+    eval_seeds: int = setting(5, ge=1, doc="sampling seeds averaged at evaluation")
+    eval_topk: bool = setting(False, doc="also evaluate with the N most probable patches")
+    pictures: int = setting(4, ge=0, doc="test images drawn at each evaluation")
+    # running
+    device: str = setting("auto", doc="auto, cpu, cuda, cuda:1, ...")
+    seed: int = setting(0, ge=0)
+    workers: int = setting(0, ge=0, doc="DataLoader worker processes")
+    data_dir: str | None = setting(None, doc="where the task's data files are")
+    output: str | None = setting(None, doc="the run directory")
+    max_steps: int | None = setting(None, ge=1, doc="steps per epoch at most (quick looks)")
+    # the task's own options
+    data: dict[str, Any] = setting(default_factory=dict, doc="the task's options")
+
+    def __post_init__(self) -> None:
+        check_fields(self, skip=("data",))
+        if not isinstance(self.data, dict):
+            raise ValueError(f"data must be a dict of task options, got {type(self.data).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """From :meth:`to_dict` (or JSON) output; values are checked like any other."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+#: What may change when a run is resumed; everything else must match the checkpoint.
+#: ``output`` is always the directory being resumed, wherever it was first written.
+RESUMABLE = frozenset({"epochs", "device", "workers", "data_dir", "output"})
+
+
+def resumed_config(saved: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
+    """``saved`` with ``changes`` applied, refusing any outside :data:`RESUMABLE`.
+
+    Raises:
+        ValueError: naming every setting that may not change.
+    """
+    current = saved.to_dict()
+    fixed = sorted(k for k, v in changes.items()
+                   if k not in RESUMABLE and k != "data" and current.get(k) != v)
+    if "data" in changes:
+        new = changes["data"]
+        fixed += sorted(f"data.{k}" for k in set(new) | set(saved.data)
+                        if new.get(k) != saved.data.get(k))
+    if fixed:
+        raise ValueError(
+            f"cannot change {', '.join(fixed)} when resuming; only "
+            f"{', '.join(sorted(RESUMABLE))} may change"
+        )
+    return apply_overrides(saved, dict(changes), parse=False)
+
+
+# -- parsing ---------------------------------------------------------------------
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """``"key=value"`` -> ``("key", "value")`` with a clear error otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "none"
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
+        return f"a tuple of {plural} like (1, 2)"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_value(name: str, raw: str, annotation: Any) -> Any:
+    """Parse the command-line text ``raw`` to the type ``annotation``.
+
+    Raises:
+        ValueError: ``"{name} expects {type}, got {raw!r}"``.
+    """
+    try:
+        return _parse(raw.strip(), annotation)
+    except (ValueError, TypeError, SyntaxError):
+        raise ValueError(f"{name} expects {_type_name(annotation)}, got {raw!r}") from None
+
+
+def _parse(text: str, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in _union_order(typing.get_args(annotation)):
+            try:
+                return _parse(text, option)
+            except (ValueError, TypeError, SyntaxError):
+                continue
+        raise ValueError(text)
+    if annotation is type(None):
+        if text.lower() in ("none", "null"):
+            return None
+        raise ValueError(text)
+    if origin is Literal:
+        for option in typing.get_args(annotation):
+            if text == str(option):
+                return option
+        raise ValueError(text)
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        inner = text.strip("()[] ")
+        if item is int:  # sizes are also written 32x48
+            inner = inner.replace("x", ",")
+        parts = [p for p in inner.split(",") if p.strip()] if inner else []
+        return tuple(_parse(p.strip(), item) for p in parts)
+    if annotation is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(text)
+    if annotation is int:
+        return int(text, 10)
+    if annotation is float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if annotation is str:
+        return text
+    if annotation is Any or annotation is object:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    raise TypeError(f"cannot parse values of type {annotation!r}")
+
+
+def _union_order(options: tuple[Any, ...]) -> list[Any]:
+    # None first ("none" is never another type's value), then the narrow types.
+    rank = {type(None): 0, bool: 1, int: 2, float: 3}
+    return sorted(options, key=lambda a: rank.get(a, 4))
+
+
+# -- type and bound checks -----------------------------------------------------------
+
+
+def coerce_value(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the type ``annotation`` (lists to tuples, ints to floats); a
+    ``ValueError`` naming ``name`` when it is not of that type."""
+    result = _coerce(value, annotation)
+    if result is _INVALID:
+        raise ValueError(f"{name} expects {_type_name(annotation)}, got {value!r}")
+    return result
+
+
+_INVALID = object()
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in _union_order(typing.get_args(annotation)):
+            result = _coerce(value, option)
+            if result is not _INVALID:
+                return result
+        return _INVALID
+    if annotation is type(None):
+        return None if value is None else _INVALID
+    if origin is Literal:
+        return value if value in typing.get_args(annotation) else _INVALID
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return _INVALID
+        item = typing.get_args(annotation)[0]
+        items = tuple(_coerce(v, item) for v in value)
+        return _INVALID if any(v is _INVALID for v in items) else items
+    if annotation is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if annotation is int:
+        return int(value) if _is_int(value) else _INVALID
+    if annotation is float:
+        if _is_int(value) or (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                              and math.isfinite(value)):
+            return float(value)
+        return _INVALID
+    if annotation is str:
+        return value if isinstance(value, str) else _INVALID
+    if typing.get_origin(annotation) is dict or annotation is dict:
+        return value if isinstance(value, dict) else _INVALID
+    return value  # Any and other annotations: not checked here
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+_BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _check_bounds(name: str, value: Any, bounds: Mapping[str, float]) -> None:
+    if not bounds or value is None:
+        return
+    for v in value if isinstance(value, tuple) else (value,):
+        ok = all({"ge": v >= b, "gt": v > b, "le": v <= b, "lt": v < b}[k] for k, b in bounds.items())
+        if ok:
+            continue
+        if bounds == {"ge": 1} and isinstance(v, int):
+            rule = "a positive integer"
+        elif bounds == {"gt": 0}:
+            rule = "positive"
+        else:
+            rule = " and ".join(f"{_BOUND_WORDS[k]} {b}" for k, b in bounds.items())
+        where = " (every element)" if isinstance(value, tuple) else ""
+        raise ValueError(f"{name} must be {rule}{where}, got {value!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_fields(obj: Any, *, skip: tuple[str, ...] = (), prefix: str = "") -> None:
+    """Coerce every field of the dataclass instance ``obj`` to its annotation and
+    check its bounds (``setting(..., ge=...)``); raise ``ValueError`` naming the
+    first bad field (``prefix + name``)."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.name in skip:
+            continue
+        name = prefix + f.name
+        value = coerce_value(name, getattr(obj, f.name), hints[f.name])
+        _check_bounds(name, value, f.metadata.get("bounds", {}))
+        object.__setattr__(obj, f.name, value)  # also for frozen dataclasses
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> type annotation of the dataclass ``cls``."""
+    hints = _hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# -- overrides -------------------------------------------------------------------------
+
+
+def apply_overrides(config: RunConfig, assignments: Mapping[str, Any], *, parse: bool,
+                    options: type | None = None) -> RunConfig:
+    """A copy of ``config`` with ``assignments`` applied and checked.
+
+    Args:
+        assignments: field name (or ``data.name``, or a task option name that
+            is not also a field) -> value.
+        parse: the values are command-line strings, to parse by the fields'
+            type annotations.
+        options: the task's options dataclass, whose annotations type the
+            ``data.*`` values; without it they keep the type of their current
+            value.
+
+    Raises:
+        ValueError: an unknown key (listing the known ones) or a bad value.
+    """
+    values = config.to_dict()
+    data = dict(values.pop("data"))
+    top = field_types(RunConfig)
+    top.pop("data")
+    data_types = field_types(options) if options is not None else {}
+    for key, value in assignments.items():
+        if key.startswith("data."):
+            target, name = data, key[5:]
+            if name not in data and name not in data_types:
+                raise ValueError(
+                    f"unknown task data option {name!r}; options: "
+                    f"{', '.join(sorted(set(data) | set(data_types))) or '(none)'}"
+                )
+        elif key in top:
+            target, name = values, key
+        elif key in data or key in data_types:
+            target, name = data, key
+        else:
+            raise ValueError(
+                f"unknown setting {key!r}; settings: {', '.join(sorted(top))}; task data "
+                f"options: {', '.join(sorted(set(data) | set(data_types))) or '(none)'}"
+            )
+        if target is values:
+            annotation = top[name]
+        else:
+            annotation = data_types.get(name) or _annotation_of(data.get(name))
+        if parse and isinstance(value, str):
+            value = parse_value(key, value, annotation)
+        target[name] = coerce_value(key, value, annotation)
+    values["data"] = data
+    return RunConfig.from_dict(values)
+
+
+def _annotation_of(value: Any) -> Any:
+    """The type to parse a data option by when the task declares none."""
+    if value is None:
+        return Any
+    if isinstance(value, tuple):
+        return tuple[type(value[0]) if value else Any, ...]
+    return type(value)

@@ -1,0 +1,42 @@
+"""``ats-bench train``: it times the engine's own training step."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ats.bench import train as bench
+from ats.cli import bench_main
+from ats.train.engine import Trainer
+
+
+def test_measure_times_the_engines_train_step(monkeypatch):
+    calls = []
+    original = Trainer.train_step
+
+    def counting(self, batch):
+        calls.append(int(batch["x_low"].shape[0]))
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", counting)
+    result = bench.measure("find_pattern", {"model": "ats"}, batch_size=4, steps=3, warmup=1,
+                           device="cpu", real_data=False)
+    # warm-up + timed steps, then two steps for the memory measurement
+    assert calls == [4] * (1 + 3 + 2)
+    assert result["steps"] == 3 and result["batch_size"] == 4
+    assert result["seconds_per_sample"] > 0 and result["parameters"] > 0
+
+
+def test_the_command_prints_a_row_per_model_and_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    result = CliRunner().invoke(bench_main, [
+        "train", "--task", "find_pattern", "--model", "ats", "--model", "cnn_low",
+        "--batch-size", "4", "--steps", "1", "--warmup", "0", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(path.read_text())
+    assert [r["model"] for r in payload["results"]] == ["ats", "cnn_low"]
+    assert all("error" not in r for r in payload["results"]), payload["results"]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0].split()[0] == "model" and lines[1].split()[0] == "ats"
+    assert payload["results"][0]["time_ratio_vs_ats"] == 1.0
