@@ -99,6 +99,7 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
 
     from ats.task import configure, configure_resume
     from ats.train.engine import Trainer
+    from ats.train.lock import RunDirectoryInUse
 
     if resume and cross_validate:
         raise click.UsageError("--cross-validate continues unfinished folds by itself; drop --resume")
@@ -127,12 +128,22 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
             trainer = Trainer(config, task=task, progress=not no_progress)
             summary = trainer.fit(resume=resume)
     except KeyboardInterrupt:
-        click.echo("stopped; the last checkpoint is intact (continue with --resume)", err=True)
+        # the engine has said where the run stopped and how to continue it
+        click.echo("stopped", err=True)
         raise SystemExit(130)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ValueError, KeyError, OSError, RunDirectoryInUse) as exc:
+        raise click.ClickException(_error_message(exc)) from None
     if main_rank:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+
+
+def _error_message(exc: BaseException) -> str:
+    """One line for a user: ours as written, the system's as 'reason: path'."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = exc.strerror if str(exc.filename) in exc.strerror else \
+            f"{exc.strerror}: {exc.filename}"
+        return text + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return str(exc)
 
 
 class _LazyGroup(click.Group):

@@ -96,6 +96,9 @@ class RunConfig:
     data_dir: str | None = setting(None, doc="where the task's data files are")
     output: str | None = setting(None, doc="the run directory")
     max_steps: int | None = setting(None, ge=1, doc="steps per epoch at most (quick looks)")
+    checkpoint_every: float | None = setting(
+        600.0, ge=0, doc="seconds between checkpoints within an epoch (0: every step, none: "
+                         "only at the end of epochs)")
     # the task's own options
     data: dict[str, Any] = setting(default_factory=dict, doc="the task's options")
 
@@ -122,7 +125,7 @@ class RunConfig:
 
 #: What may change when a run is resumed; everything else must match the checkpoint.
 #: ``output`` is always the directory being resumed, wherever it was first written.
-RESUMABLE = frozenset({"epochs", "device", "workers", "data_dir", "output"})
+RESUMABLE = frozenset({"epochs", "device", "workers", "data_dir", "output", "checkpoint_every"})
 
 
 def resumed_config(saved: RunConfig, changes: Mapping[str, Any]) -> RunConfig:

@@ -16,6 +16,8 @@ rest has defaults built from the registries. See docs/plugins.md.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
@@ -23,9 +25,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ats.classifier import ATSClassifier, Classifier, CNNClassifier
-import json
-from pathlib import Path
-
 from ats.config import (
     RunConfig,
     apply_overrides,

@@ -188,6 +188,12 @@ def _read_content(path: Path) -> bytes:
     """
     data = path.read_bytes()
     if data[:2] != b"\x1f\x8b":
+        if path.suffix == ".gz" and data[:2] != b"\x00\x00":
+            raise MNISTDataError(
+                f"{path}: named .gz but not gzip-compressed (it starts with {data[:4].hex()}, "
+                "gzip starts with 1f8b): the download is damaged (an HTML error page?); "
+                "delete it and download it again"
+            )
         return data
     try:
         return gzip.decompress(data)

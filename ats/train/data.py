@@ -25,9 +25,12 @@ class EpochSampler(Sampler[int]):
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, skip: int = 0) -> None:
+        """Use epoch ``epoch``'s order, without its first ``skip`` items (of this
+        rank's shard): how a run resumed within an epoch continues it."""
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -35,15 +38,21 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
-        return iter(order[self.rank :: self.world_size])
+        return iter(order[self.rank :: self.world_size][self.skip :])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world_size))
+        return max(len(range(self.rank, self.size, self.world_size)) - self.skip, 0)
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, workers: int,
-                pin_memory: bool) -> DataLoader:
-    """A DataLoader that keeps every item (no ``drop_last``) in ``sampler``'s order."""
+                pin_memory: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader that keeps every item (no ``drop_last``) in ``sampler``'s order.
+
+    The workers' base seed comes from ``seed`` through the loader's own
+    generator, so that starting an iterator draws nothing from the global
+    torch stream (a run resumed within an epoch then continues that stream
+    exactly as an uninterrupted one).
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -52,6 +61,7 @@ def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, workers:
         num_workers=workers,
         pin_memory=pin_memory,
         worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed),
         drop_last=False,
     )
 

@@ -14,14 +14,12 @@ seeds, evaluation sums errors over ranks, and only rank 0 writes files.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -32,7 +30,11 @@ from ats.contracts import regularization_terms, set_epoch
 from ats.core.regularizers import attention_entropy, entropy_regularizer
 from ats.task import Task, get_task
 from ats.train import rng
-from ats.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from ats.train.checkpoint import (
+    atomic_write_text,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from ats.train.data import EpochSampler, make_loader
 from ats.train.devices import (
     all_gather_objects,
@@ -40,10 +42,13 @@ from ats.train.devices import (
     init_distributed,
     rank_and_world_size,
     resolve_device,
-    unwrap,
 )
-from ats.train.metrics import MetricsLog, format_duration, format_record, summarize
+from ats.train.evaluation import evaluate_model, forward_batch, time_forward
+from ats.train.lock import RunLock
+from ats.train.metrics import MetricsLog, format_record, summarize
 from ats.train.pictures import save_curves_figure, save_model_pictures
+from ats.train.progress import EpochProgress, run_estimate
+from ats.train.stopping import StopRequest
 
 __all__ = ["StepResult", "Trainer"]
 
@@ -111,7 +116,11 @@ class Trainer:
             config.seed * 7919 + self.rank)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # epochs completed
+        # the epoch in progress, from its last step boundary: {"epoch", "step", "totals"}
+        self.partial: dict[str, Any] | None = None
         self.metrics = MetricsLog(None)
+        self.stop = StopRequest()
+        self._last_save = time.monotonic()
 
     # -- setup -------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -122,9 +131,10 @@ class Trainer:
         return torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum,
                                weight_decay=c.weight_decay)
 
-    def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler, seed: int = 0) -> DataLoader:
         return make_loader(dataset, sampler, batch_size=self.config.batch_size,
-                           workers=self.config.workers, pin_memory=self.device.type == "cuda")
+                           workers=self.config.workers, pin_memory=self.device.type == "cuda",
+                           seed=seed)
 
     @property
     def is_main(self) -> bool:
@@ -138,7 +148,24 @@ class Trainer:
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train for ``config.epochs`` epochs (continuing the checkpoint in
         ``config.output`` when ``resume``); returns the summary (also written
-        to summary.json)."""
+        to summary.json).
+
+        Raises:
+            RunDirectoryInUse: another process is training in ``config.output``.
+            FileExistsError: ``config.output`` holds a run and ``resume`` is False.
+            KeyboardInterrupt: Ctrl-C or SIGTERM; the run is saved at the step
+                it reached (:mod:`ats.train.stopping`).
+        """
+        lock = RunLock(self.output) if self.output is not None and self.is_main else None
+        if lock is not None:
+            lock.acquire()  # before looking for a checkpoint: no two processes get past here
+        try:
+            return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         if resume:
             self.load(self._path(CHECKPOINT))
         elif self.output is not None and (self.output / CHECKPOINT).exists():
@@ -153,24 +180,24 @@ class Trainer:
                  f"{len(self.train_set)} train / {len(self.test_set)} test items, "
                  f"device {self.device}, output {self.output}")
         start = time.time()
-        previous_handler = _install_sigterm_handler()
         try:
-            while self.epoch < self.config.epochs:
-                record = self._run_epoch(self.epoch + 1)
-                self.epoch += 1
-                self.history.append(record)
-                self.save()
-                if self.is_main:
-                    self.metrics.add_epoch(self.history)
-                self.log(format_record(record))
+            with self.stop:
+                while self.epoch < self.config.epochs:
+                    record = self._run_epoch(self.epoch + 1)
+                    self.epoch += 1
+                    self.partial = None
+                    self.history.append(record)
+                    self.save()
+                    if self.is_main:
+                        self.metrics.add_epoch(self.history)
+                    self.log(format_record(record))
         except KeyboardInterrupt:
-            self.log(
-                f"interrupted during epoch {self.epoch + 1}; the checkpoint of epoch {self.epoch} "
-                f"is intact: continue with --resume --output {self.output}"
-            )
+            at = (f"epoch {self.partial['epoch']}, step {self.partial['step']}"
+                  if self.partial else f"the end of epoch {self.epoch}")
+            self.log(f"stopped; the checkpoint of {at} is intact: continue with --resume "
+                     f"--output {self.output}")
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous_handler)
             self.metrics.close()
         summary = self._summary(time.time() - start)
         if self.output is not None and self.is_main:
@@ -200,11 +227,8 @@ class Trainer:
 
     def _forward(self, batch: dict[str, Any], *, deterministic: bool = False
                  ) -> tuple[ModelOutput, torch.Tensor]:
-        x_low = batch["x_low"].to(self.device, non_blocking=True)
-        y = batch["y"].to(self.device, non_blocking=True)
-        out = self.model(x_low, batch["x_high"], generator=self.generator,
-                         deterministic=deterministic)
-        return out, y
+        return forward_batch(self.model, batch, self.device, self.generator,
+                             deterministic=deterministic)
 
     def loss(self, out: ModelOutput, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy, the entropy regulariser on the attention map (when the
@@ -239,87 +263,100 @@ class Trainer:
                           entropy)
 
     def train_epoch(self, epoch: int) -> dict[str, float | None]:
-        """One pass over the training set; returns its metrics."""
-        self.train_sampler.set_epoch(epoch)
+        """One pass over the training set (from the step :attr:`partial` reached,
+        when resuming within the epoch); returns its metrics."""
+        c = self.config
+        resumed = self.partial if self.partial and self.partial["epoch"] == epoch else None
+        first = resumed["step"] if resumed else 0
+        totals = dict(resumed["totals"]) if resumed else {
+            "loss": 0.0, "errors": 0, "entropy": 0.0, "count": 0, "seconds": 0.0,
+            "has_entropy": False}
+        self.train_sampler.set_epoch(epoch, skip=first * c.batch_size)
         set_epoch(self.train_set, epoch)
-        loader = self._loader(self.train_set, self.train_sampler)
-        steps = len(loader) if self.config.max_steps is None else min(len(loader),
-                                                                       self.config.max_steps)
-        totals = {"loss": 0.0, "errors": 0, "entropy": 0.0, "count": 0}
-        has_entropy = False
-        start = time.time()
-        bar = self._bar(total=steps, desc=f"epoch {epoch}/{self.config.epochs}")
-        for step, batch in enumerate(loader):
-            if step >= steps:
-                break
-            try:
-                result = self.train_step(batch)
-            except FloatingPointError as exc:
-                raise FloatingPointError(
-                    f"{exc} at epoch {epoch}, step {step}; lower lr or raise smoothing (the "
-                    "last good checkpoint is intact)"
-                ) from None
-            totals["count"] += result.count
-            totals["loss"] += result.loss * result.count
-            totals["errors"] += result.errors
-            if result.entropy is not None:
-                has_entropy = True
-                totals["entropy"] += result.entropy
-            rate = totals["count"] / max(time.time() - start, 1e-9)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{totals['loss'] / totals['count']:.4f}",
-                                acc=f"{1 - totals['errors'] / totals['count']:.3f}",
-                                samples_s=f"{rate:.1f}", refresh=False)
-            if epoch == 1 and step == min(4, steps - 1) and steps > 10:
-                per_step = (time.time() - start) / (step + 1)
-                self.log(f"estimated time per epoch: {format_duration(per_step * steps)} "
-                         f"({steps} steps of {per_step:.2f} s, evaluation not included)")
-        if bar is not None:
+        loader = self._loader(self.train_set, self.train_sampler,
+                              seed=(c.seed * 1_000_003 + epoch) * 100_003 + first)
+        steps = first + len(loader)
+        steps = steps if c.max_steps is None else min(steps, c.max_steps)
+        bar = EpochProgress(steps, first, f"epoch {epoch}/{c.epochs}",
+                            enabled=self.progress and self.is_main)
+        step_seconds: list[float] = []
+        start = time.time() - totals["seconds"]
+        try:
+            for step, batch in enumerate(loader, start=first):
+                if step >= steps:
+                    break
+                began = time.perf_counter()
+                try:
+                    result = self.train_step(batch)
+                except FloatingPointError as exc:
+                    raise FloatingPointError(
+                        f"{exc} at epoch {epoch}, step {step}; lower lr or raise smoothing (the "
+                        "last good checkpoint is intact)"
+                    ) from None
+                step_seconds.append(time.perf_counter() - began)
+                totals["count"] += result.count
+                totals["loss"] += result.loss * result.count
+                totals["errors"] += result.errors
+                if result.entropy is not None:
+                    totals["has_entropy"] = True
+                    totals["entropy"] += result.entropy
+                totals["seconds"] = time.time() - start
+                self.partial = {"epoch": epoch, "step": step + 1, "totals": dict(totals)}
+                bar.update(totals, totals["count"] / max(totals["seconds"], 1e-9))
+                self._checkpoint_within_epoch()
+                if epoch == 1 and first == 0 and len(step_seconds) == min(5, steps) and steps > 5:
+                    run_estimate(step_seconds, steps_per_epoch=steps,
+                                 epochs_left=c.epochs - self.epoch,
+                                 eval_seconds=self._evaluation_seconds(),
+                                 eval_every=c.eval_every, log=self.log)
+        finally:
             bar.close()
-        seconds = time.time() - start
         count = max(totals["count"], 1)
         return {
             "train_loss": totals["loss"] / count,
             "train_error": totals["errors"] / count,
-            "train_entropy": totals["entropy"] / count if has_entropy else None,
-            "epoch_seconds": seconds,
-            "samples_per_second": totals["count"] / max(seconds, 1e-9),
+            "train_entropy": totals["entropy"] / count if totals["has_entropy"] else None,
+            "epoch_seconds": totals["seconds"],
+            "samples_per_second": totals["count"] / max(totals["seconds"], 1e-9),
         }
 
-    @torch.no_grad()
+    def _checkpoint_within_epoch(self) -> None:
+        """Save at this step boundary when ``checkpoint_every`` seconds have
+        passed or a stop was asked for (then stop). All ranks agree."""
+        every = self.config.checkpoint_every
+        due = every is not None and time.monotonic() - self._last_save >= every
+        stop = self.stop.requested is not None
+        if self.world_size > 1:
+            due, stop = (bool(v) for v in all_reduce_sum(self.device, float(due), float(stop)))
+        if due or stop:
+            self.save()
+        if stop:
+            raise KeyboardInterrupt(self.stop.requested or "stop")
+
+    def _evaluation_seconds(self) -> float:
+        """One evaluation's time, from one timed forward pass on a test batch
+        (the sampling generator is left as it was)."""
+        c = self.config
+        batch = torch.utils.data.default_collate(
+            [self.test_set[i] for i in range(min(c.batch_size, len(self.test_set)))])
+        state = self.generator.get_state()
+        per_item = time_forward(self.model, batch, self.device, self.generator)
+        self.generator.set_state(state)
+        stochastic = self.classifier.stochastic
+        passes = (c.eval_seeds if stochastic else 1) + (1 if c.eval_topk and stochastic else 0)
+        return per_item * passes * len(self.test_set) / self.world_size
+
     def evaluate(self, *, deterministic: bool = False) -> dict[str, float]:
-        """Test error as mean and std over ``eval_seeds`` sampling seeds
-        (sampling is random at test time too, docs/method.md "Training and
-        evaluation"); one pass for deterministic models and top-N inference."""
-        self.model.eval()
+        """Test error as mean and std over ``eval_seeds`` sampling seeds; one
+        pass for deterministic models and top-N inference. A stop request
+        ends it at once (there is nothing to save mid-evaluation)."""
         stochastic = self.classifier.stochastic and not deterministic
-        seeds = range(self.config.eval_seeds) if stochastic else range(1)
-        errors, losses = [], []
         loader = self._loader(self.test_set, EpochSampler(len(self.test_set), shuffle=False,
                                                           seed=0, rank=self.rank,
                                                           world_size=self.world_size))
-        saved_state = self.generator.get_state()
-        try:
-            for seed in seeds:
-                self.generator.manual_seed(1_000_003 + seed)
-                wrong, loss_sum, count = 0, 0.0, 0
-                for batch in loader:
-                    out, y = self._forward(batch, deterministic=deterministic)
-                    loss_sum += float(F.cross_entropy(out.logits, y, reduction="sum"))
-                    wrong += int((out.logits.argmax(1) != y).sum())
-                    count += y.shape[0]
-                wrong, loss_sum, count = all_reduce_sum(self.device, wrong, loss_sum, count)
-                errors.append(wrong / count)
-                losses.append(loss_sum / count)
-        finally:
-            # evaluation must not change the training trajectory
-            self.generator.set_state(saved_state)
-        return {
-            "test_loss": float(np.mean(losses)),
-            "test_error": float(np.mean(errors)),
-            "test_error_std": float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0,
-        }
+        return evaluate_model(self.model, loader, device=self.device, generator=self.generator,
+                              seeds=range(self.config.eval_seeds if stochastic else 1),
+                              deterministic=deterministic, before_batch=self.stop.check)
 
     def save_pictures(self, epoch: int) -> None:
         """Attention overlays and patches of the first ``pictures`` test items."""
@@ -348,6 +385,7 @@ class Trainer:
             "model": self.classifier.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
+            "partial": self.partial,
             "rng": all_gather_objects(rng.capture(self.generator)),
         }
 
@@ -358,6 +396,7 @@ class Trainer:
         state = self.state_dict()
         if self.is_main:
             save_checkpoint(self.output / CHECKPOINT, state)
+        self._last_save = time.monotonic()
 
     def load(self, path: str | Path) -> None:
         """Continue from a checkpoint: model, optimiser, random states, epoch.
@@ -367,7 +406,7 @@ class Trainer:
                 configuration differs in a setting that may not change on
                 resume (:data:`ats.config.RESUMABLE`).
         """
-        state = load_checkpoint(path, map_location="cpu")
+        state, path = load_latest_checkpoint(path, map_location="cpu")
         saved = RunConfig.from_dict(state.get("config", {}))
         for key in ("task", "model"):
             if getattr(saved, key) != getattr(self.config, key):
@@ -381,10 +420,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.partial = state.get("partial")
         streams = rng.select_rank(state["rng"], self.rank, self.world_size)
         if streams is not None:
             rng.restore(streams, self.generator)
-        self.log(f"resumed from {path} after epoch {self.epoch}")
+        where = (f"epoch {self.partial['epoch']}, step {self.partial['step']}" if self.partial
+                 else f"the end of epoch {self.epoch}")
+        self.log(f"resumed from {path} at {where}")
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         return {
@@ -397,28 +439,8 @@ class Trainer:
             "config": self.config.to_dict(),
         }
 
-    def _bar(self, total: int, desc: str):
-        if not (self.progress and self.is_main):
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
-                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
-
 
 def _default_log(message: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(message, file=sys.stderr)
-
-
-def _install_sigterm_handler():
-    """A kill (SIGTERM) ends the run like Ctrl-C: the checkpoint stays intact."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt("SIGTERM")
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        return signal.getsignal(signal.SIGTERM)

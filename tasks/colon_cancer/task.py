@@ -8,8 +8,8 @@ import dataclasses
 from torch import nn
 from torch.utils.data import Dataset
 
-from ats.registry import feature, task
 from ats.config import RunConfig, setting
+from ats.registry import feature, task
 from ats.task import Task
 from tasks.colon_cancer.data import make_datasets
 

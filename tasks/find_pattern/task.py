@@ -6,8 +6,8 @@ import dataclasses
 
 from torch.utils.data import Dataset
 
-from ats.registry import task
 from ats.config import RunConfig, setting
+from ats.registry import task
 from ats.task import Task
 from tasks.find_pattern.data import FindPatternDataset
 

@@ -8,8 +8,8 @@ import dataclasses
 
 from torch.utils.data import Dataset
 
-from ats.registry import task
 from ats.config import RunConfig
+from ats.registry import task
 from ats.task import Task
 from tasks.mega_mnist.data import PRESETS, MegaMNISTConfig, make_datasets
 

@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset
 
-from ats.registry import task
 from ats.config import RunConfig, setting
+from ats.registry import task
 from ats.task import Task
 from tasks.speed_limits.data import CLASSES, EXPECTED_COUNTS, make_datasets
 

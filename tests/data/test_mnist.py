@@ -346,3 +346,11 @@ def test_real_mnist():
     np.testing.assert_array_equal(np.bincount(train.labels, minlength=10),
                                   [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
     assert abs(train.images.mean(dtype=np.float64) / 255 - 0.13066) < 1e-4
+
+
+def test_a_gz_file_that_is_not_gzip_is_called_what_it_is(tmp_path):
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(b"<!DOCTYPE html><html>404 not found</html>")
+    with pytest.raises(mnist.MNISTDataError, match=r"named \.gz but not gzip-compressed.*"
+                       r"3c21444f.*download it again"):
+        read_idx(bad)
