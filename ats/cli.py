@@ -86,7 +86,11 @@ def _patch_size(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--cross-validate", is_flag=True,
               help="Train every fold of a k-fold task (e.g. colon_cancer) and report mean and std.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
-def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progress, **options):
+@click.option("--print-config", is_flag=True,
+              help="Check the settings and that the model builds, print the configuration and "
+                   "exit; nothing is trained or written.")
+def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progress, print_config,
+             **options):
     """Train and evaluate a model on a task, e.g. `ats-run --task mega_mnist`.
 
     Writes config.json, metrics.csv, checkpoint.pt (every epoch, atomically),
@@ -118,6 +122,10 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
                 config = task.override(
                     config, {"output": str(Path("runs") / f"{config.task}-{config.model}-{stamp}")})
         main_rank = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 speaks
+        if print_config:
+            task.build_model(config)  # every plugin name resolves and keeps its contract
+            click.echo(config.to_json())
+            return
         if main_rank:
             click.echo("configuration:\n" + config.to_json(), err=True)
         if cross_validate:

@@ -217,3 +217,46 @@ def test_modules_named_in_the_environment_are_loaded(tmp_path, monkeypatch):
         sys.modules.pop("ats_env_plugin", None)
         monkeypatch.delenv(reg.PLUGINS_ENV)
         load_plugins(reload=True)
+
+
+def test_ats_plugins_shows_a_plugins_own_docstring_not_an_inherited_one():
+    from click.testing import CliRunner
+    from torch import nn
+
+    from ats.cli import plugins_main
+
+    class Undocumented(nn.Module):
+        pass
+
+    class Documented(nn.Module):
+        """Tiny net. More words."""
+
+    reg.feature.add("undocumented_test", Undocumented)
+    reg.feature.add("documented_test", Documented)
+    try:
+        output = CliRunner().invoke(plugins_main, ["feature"]).output
+    finally:
+        reg.feature.remove("undocumented_test")
+        reg.feature.remove("documented_test")
+    lines = {line.split()[0]: line for line in output.splitlines() if "_test " in line}
+    assert lines["undocumented_test"].rstrip().endswith("test_registry")  # module, no summary
+    assert lines["documented_test"].rstrip().endswith("Tiny net.")
+
+
+def test_a_broken_plugin_module_is_reported_once(monkeypatch):
+    monkeypatch.setenv(reg.PLUGINS_ENV, "ats_no_such_module_env")
+    try:
+        first, messages = _reload_recording_warnings()
+        assert first == ["ats_no_such_module_env"] and len(messages) == 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_plugins()
+            load_plugins(["ats_no_such_module_arg"])
+            load_plugins(["ats_no_such_module_arg"])
+            reg.sampler.names()
+        texts = [str(w.message) for w in caught]
+        assert len(texts) == 1 and "'ats_no_such_module_arg'" in texts[0]
+        assert "ModuleNotFoundError: No module named 'ats_no_such_module_arg'" in texts[0]
+    finally:
+        monkeypatch.delenv(reg.PLUGINS_ENV)
+        load_plugins(reload=True)

@@ -62,8 +62,10 @@ def _return_freed_memory_to_the_os() -> None:
 
 
 def measure(task_name: str, config_values: dict[str, Any], *, batch_size: int, steps: int,
-            warmup: int, device: str, real_data: bool) -> dict[str, Any]:
-    """Time ``steps`` of the engine's own training step on one model, in this process."""
+            warmup: int, device: str, real_data: bool,
+            budget: float | None = None) -> dict[str, Any]:
+    """Time ``steps`` of the engine's own training step on one model, in this
+    process; fewer (at least one) when the timed steps pass ``budget`` seconds."""
     import numpy as np
     import torch
 
@@ -93,8 +95,8 @@ def measure(task_name: str, config_values: dict[str, Any], *, batch_size: int, s
     # allocations) are neither training time nor training memory.
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < steps and (budget is None or not times or sum(times) < budget):
         start = time.perf_counter()
         step()
         if dev.type == "cuda":
@@ -122,7 +124,7 @@ def measure(task_name: str, config_values: dict[str, Any], *, batch_size: int, s
     return {
         "model": config.model,
         "batch_size": batch_size,
-        "steps": steps,
+        "steps": len(times),
         "step_seconds_median": median,
         "seconds_per_sample": median / batch_size,
         "peak_bytes": int(peak),
@@ -184,18 +186,24 @@ def _mib(n: float) -> str:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any run setting.")
 @click.option("--real-data", is_flag=True, help="Use the task's data set instead of random inputs.")
-@click.option("--timeout", type=float, default=1800, show_default=True,
-              help="Seconds allowed per model.")
+@click.option("--budget", type=float, default=120, show_default=True,
+              help="Seconds of timed steps per model at most (at least one step is timed).")
+@click.option("--timeout", type=float, default=900, show_default=True,
+              help="Seconds allowed per model in all (its process is stopped after that).")
 @click.option("--json", "json_path", default=None, help="Write the results as JSON to a file, or '-'.")
 def train_command(task_name, models, preset, batch_size, full_batch_size, steps, warmup, device,
-                  sets, real_data, timeout, json_path) -> None:
-    """Training time and peak memory per sample of ATS and the CNN baselines."""
+                  sets, real_data, budget, timeout, json_path) -> None:
+    """Training time and peak memory per sample of ATS and the CNN baselines.
+
+    Each model's row is printed as soon as it is measured; Ctrl-C keeps (and
+    writes to --json) the rows measured so far.
+    """
     from ats.task import configure
 
     for name, value in (("batch-size", batch_size), ("full-batch-size", full_batch_size),
-                        ("steps", steps)):
-        if value < 1:
-            raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{name}")
+                        ("steps", steps), ("budget", budget)):
+        if value <= 0:
+            raise click.BadParameter(f"must be positive, got {value}", param_hint=f"--{name}")
     try:
         task, config = configure(task_name, preset=preset, sets=sets)
         for model in models:
@@ -209,46 +217,69 @@ def train_command(task_name, models, preset, batch_size, full_batch_size, steps,
     click.echo(f"ats-bench train --task {task_name}: x_low {low}, x_high {high}; "
                f"{'real' if real_data else 'synthetic'} inputs", err=True)
     click.echo(f"machine: {machine}", err=True)
-    results = []
     base = {k: v for k, v in config.to_dict().items() if k not in ("task", "data", "preset")}
     base.update({f"data.{k}": v for k, v in config.data.items()})
-    for model in models:
-        b = full_batch_size if model == "cnn_full" else batch_size
-        click.echo(f"measuring {model} (batch {b}, {warmup} + {steps} steps) ...", err=True)
-        request = {"task": task_name, "config": {**base, "model": model}, "batch_size": b,
-                   "steps": steps, "warmup": warmup, "device": device, "real_data": real_data}
-        results.append(_run_isolated(request, timeout))
-    ats = next((r for r in results if r.get("model") == "ats" and "error" not in r), None)
-    rows = [("model", "batch", "ms/step", "ms/sample", "peak MiB/sample", "time vs ATS",
-             "memory vs ATS")]
-    for r in results:
-        if "error" in r:
-            rows.append((r["model"], "-", "-", "-", "-", "failed: " + r["error"], ""))
-            continue
-        t_ratio = r["seconds_per_sample"] / ats["seconds_per_sample"] if ats else float("nan")
-        m_ratio = (r["peak_bytes_per_sample"] / ats["peak_bytes_per_sample"]
-                   if ats and ats["peak_bytes_per_sample"] > 0 else float("nan"))
-        r["time_ratio_vs_ats"], r["memory_ratio_vs_ats"] = t_ratio, m_ratio
-        rows.append((r["model"], str(r["batch_size"]), f"{1e3 * r['step_seconds_median']:,.1f}",
-                     f"{1e3 * r['seconds_per_sample']:,.2f}", _mib(r["peak_bytes_per_sample"]),
-                     f"{t_ratio:,.1f}x", f"{m_ratio:,.1f}x"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    # ATS first: the other rows are compared with it as they come.
+    order = sorted(dict.fromkeys(models), key=lambda m: m != "ats")
+    table = _Table()
+    results: list[dict[str, Any]] = []
+    interrupted = False
+    try:
+        for model in order:
+            b = full_batch_size if model == "cnn_full" else batch_size
+            click.echo(f"measuring {model} (batch {b}, {warmup} + up to {steps} steps, "
+                       f"{budget:g} s) ...", err=True)
+            request = {"task": task_name, "config": {**base, "model": model}, "batch_size": b,
+                       "steps": steps, "warmup": warmup, "device": device,
+                       "real_data": real_data, "budget": budget}
+            results.append(_run_isolated(request, timeout))
+            table.add(results[-1], next((r for r in results if r.get("model") == "ats"
+                                         and "error" not in r), None))
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo(f"interrupted: {len(results)} of {len(order)} models measured", err=True)
     payload = {"task": task_name, "machine": machine, "x_low": low, "x_high": high,
-               "synthetic": not real_data, "results": results}
+               "synthetic": not real_data, "complete": not interrupted, "results": results}
     if json_path == "-":
         click.echo(json.dumps(payload, indent=2))
     elif json_path:
         with open(json_path, "w") as f:
             json.dump(payload, f, indent=2)
+    if interrupted:
+        raise SystemExit(130)
+
+
+class _Table:
+    """The results table, printed a row at a time."""
+
+    HEADER = ("model", "batch", "steps", "ms/step", "ms/sample", "peak MiB/sample",
+              "time vs ATS", "memory vs ATS")
+    WIDTHS = (10, 5, 5, 10, 10, 15, 11, 13)
+
+    def __init__(self) -> None:
+        self._echo(self.HEADER)
+
+    def _echo(self, cells) -> None:
+        click.echo("  ".join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS)))
+
+    def add(self, r: dict[str, Any], ats: dict[str, Any] | None) -> None:
+        if "error" in r:
+            self._echo((r["model"], "-", "-", "-", "-", "-", "failed: " + r["error"], ""))
+            return
+        t_ratio = r["seconds_per_sample"] / ats["seconds_per_sample"] if ats else float("nan")
+        m_ratio = (r["peak_bytes_per_sample"] / ats["peak_bytes_per_sample"]
+                   if ats and ats["peak_bytes_per_sample"] > 0 else float("nan"))
+        r["time_ratio_vs_ats"], r["memory_ratio_vs_ats"] = t_ratio, m_ratio
+        self._echo((r["model"], r["batch_size"], r["steps"], f"{1e3 * r['step_seconds_median']:,.1f}",
+                    f"{1e3 * r['seconds_per_sample']:,.2f}", _mib(r["peak_bytes_per_sample"]),
+                    f"{t_ratio:,.1f}x", f"{m_ratio:,.1f}x"))
 
 
 def _worker_main(argv: list[str]) -> None:
     request = json.loads(argv[0])
     result = measure(request["task"], request["config"], batch_size=request["batch_size"],
                      steps=request["steps"], warmup=request["warmup"], device=request["device"],
-                     real_data=request["real_data"])
+                     real_data=request["real_data"], budget=request.get("budget"))
     print(json.dumps(result), flush=True)
 
 

@@ -163,10 +163,16 @@ class AttentionSampling(nn.Module):
                 f"patch_size {self.patch_size} has {len(patch_size)} dims but x_low "
                 f"{tuple(x_low.shape)} has {d} spatial dims"
             )
-        if not hasattr(x_high, "shape") or len(x_high.shape) != d + 2:
+        if not isinstance(x_high, (Tensor, np.ndarray)):
+            raise TypeError(
+                f"x_high must be a torch.Tensor or numpy.ndarray of shape (B, C, *high), got "
+                f"{type(x_high).__name__}" + (" (stack the images into one array)"
+                                              if isinstance(x_high, (list, tuple)) else "")
+            )
+        if len(x_high.shape) != d + 2:
             raise ValueError(
                 f"x_high must have shape (B, C, *high) with {d} spatial dims, got "
-                f"{tuple(getattr(x_high, 'shape', ()))}"
+                f"{tuple(x_high.shape)}"
             )
         if x_high.shape[0] != x_low.shape[0]:
             raise ValueError(
