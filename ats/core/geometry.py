@@ -12,10 +12,14 @@ high-resolution pixels, and the patch is centred on it. Per spatial dim::
     step  = space / sample_space          # high px per grid cell
     start = round(origin * scale + s * step + step / 2 - patch / 2)
 
-with ``origin = rf / 2`` and ``extent = low - rf`` by default, and rounding
-half to even (``torch.round``, like the original ``tf.round``: 30.5 -> 30).
-Passing ``origin``/``extent`` explicitly gives nested sampling: the origin
-of a previous patch and its size, in ``low`` pixels.
+with ``origin = rf / 2`` and ``extent = low - rf`` by default, rounded half
+to even (like the original's ``tf.round``: 30.5 -> 30) **on the exact
+rational value**: when samples, origin and extent are multiples of 1/2 (always
+in ``AttentionSampling``) the start is computed in int64 as a fraction and
+ties are decided exactly, whatever the device; otherwise (sub-cell float
+samples) in float64 (docs/geometry.md, "Rounding"). Passing
+``origin``/``extent`` explicitly gives nested sampling: the origin of a
+previous patch and its size, in ``low`` pixels.
 """
 
 from __future__ import annotations
@@ -84,17 +88,54 @@ def patch_offsets(
     if any(r >= lo for r, lo in zip(rf, low)):
         raise ValueError(f"receptive_field {tuple(rf)} must be smaller than low_shape {tuple(low)}")
 
+    origin_t = _coord("origin", origin, d, dev) if origin is not None else \
+        torch.tensor(rf, dtype=torch.float64, device=dev) / 2
+    extent_t = _coord("extent", extent, d, dev) if extent is not None else \
+        torch.tensor([lo - r for lo, r in zip(low, rf)], device=dev)
+    halves = [_twice_as_int(t) for t in (samples, origin_t, extent_t)]
+    if all(h is not None for h in halves):
+        return _exact_starts(*halves, space_n, low, high, patch)  # type: ignore[arg-type]
+
+    # Sub-cell float positions: float64, then half to even.
     def f64(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64, device=dev)
 
-    origin_t = f64(rf) / 2 if origin is None else _coord("origin", origin, d, dev)
-    extent_t = f64([lo - r for lo, r in zip(low, rf)]) if extent is None else _coord(
-        "extent", extent, d, dev
-    )
     scale = f64(high) / f64(low)
-    step = extent_t * scale / f64(space_n)
-    start = origin_t * scale + samples.to(torch.float64) * step + step / 2 - f64(patch) / 2
-    return torch.round(start).to(torch.int64)  # half to even, as tf.round
+    step = extent_t.to(torch.float64) * scale / f64(space_n)
+    start = (origin_t.to(torch.float64) * scale + samples.to(torch.float64) * step + step / 2
+             - f64(patch) / 2)
+    return torch.round(start).to(torch.int64)
+
+
+def _twice_as_int(t: torch.Tensor) -> torch.Tensor | None:
+    """``2 t`` as int64 when every value of ``t`` is a multiple of 1/2 (and
+    small enough for exact arithmetic), else None."""
+    if not t.is_floating_point():
+        return t.to(torch.int64) * 2
+    t2 = t.to(torch.float64) * 2
+    if t2.numel() and not bool(((t2 == torch.round(t2)) & (t2.abs() < 2.0**40)).all()):
+        return None
+    return t2.to(torch.int64)
+
+
+def _exact_starts(s2: torch.Tensor, o2: torch.Tensor, e2: torch.Tensor, space: list[int],
+                  low: list[int], high: list[int], patch: list[int]) -> torch.Tensor:
+    """``round(o H/L + (s + 1/2) e H/(L S) - P/2)``, half to even, exactly.
+
+    With ``s2 = 2s``, ``o2 = 2o``, ``e2 = 2e`` integers, the start is
+    ``num / den`` with ``num = 2 S H o2 + (s2 + 1) e2 H - 2 P L S`` and
+    ``den = 4 L S``, both int64; the quotient is rounded half to even.
+    """
+    def i64(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=s2.device)
+
+    S, L, H, P = i64(space), i64(low), i64(high), i64(patch)
+    num = 2 * S * H * o2 + (s2 + 1) * e2 * H - 2 * P * L * S
+    den = 4 * L * S
+    q = torch.div(num, den, rounding_mode="floor")
+    twice_r = 2 * (num - q * den)  # 2 * remainder, in [0, 2 den)
+    up = (twice_r > den) | ((twice_r == den) & (q % 2 == 1))
+    return q + up.to(torch.int64)
 
 
 def as_patch_size(patch_size: object, dims: int | None = None) -> int | tuple[int, ...]:
@@ -159,11 +200,12 @@ def _is_int(v: object) -> bool:
 
 
 def _coord(name: str, value: Coord, d: int, dev: torch.device) -> torch.Tensor:
-    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
+    """``value`` as a tensor on ``dev``: integers stay int64, reals become float64."""
+    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
     if t.dtype.is_complex or t.dtype == torch.bool:
         raise TypeError(f"{name} must be real numbers, got dtype {t.dtype}")
     if t.ndim == 0 or t.shape[-1] != d:
         raise ValueError(
             f"{name} must have a last dim of {d} (one per spatial dim), got shape {tuple(t.shape)}"
         )
-    return t.to(device=dev, dtype=torch.float64)
+    return t.to(device=dev, dtype=torch.float64 if t.is_floating_point() else torch.int64)

@@ -145,3 +145,64 @@ def test_argument_errors(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         patch_offsets(**args)
+
+
+
+# -- rounding at exact ties (docs/geometry.md, "Rounding") ---------------------------------
+
+
+def _exact_start(s: int, space: int, low: int, high: int, patch: int, origin2: int,
+                 extent: int) -> int:
+    """The rule, computed independently on exact rationals: round half to even
+    of ``origin * scale + (s + 1/2) * step - patch / 2`` (Python's ``round``
+    of a Fraction), with ``origin = origin2 / 2``."""
+    from fractions import Fraction
+
+    scale = Fraction(high, low)
+    step = extent * scale / space
+    return round(Fraction(origin2, 2) * scale + s * step + step / 2 - Fraction(patch, 2))
+
+
+def test_every_cell_of_the_mnist_grid_follows_the_exact_rule():
+    """180-grid -> 1500 px, patch 50: start (50 s - 125) / 6, a tie at every
+    s = 1 (mod 3); float arithmetic rounded 16 of those 60 the wrong way."""
+    grid = torch.stack(torch.meshgrid(torch.arange(180), torch.arange(180), indexing="ij"), -1)
+    grid = grid.reshape(1, -1, 2)
+    off = patch_offsets(grid, (180, 180), (180, 180), (1500, 1500), 50)
+    expected = torch.tensor([_exact_start(s, 180, 180, 1500, 50, 0, 180) for s in range(180)])
+    ties = [s for s in range(180) if (50 * s - 125) % 6 == 3]
+    assert len(ties) == 60 and ties[:3] == [1, 4, 7]
+    # tie cells by hand: -12.5 -> -12, 12.5 -> 12, 37.5 -> 38, 62.5 -> 62
+    assert expected[[1, 4, 7, 10]].tolist() == [-12, 12, 38, 62]
+    assert torch.equal(off, expected[grid])
+
+
+@pytest.mark.parametrize("space,low,high,patch,rf", [
+    ((35, 47), (288, 384), (960, 1280), (100, 100), 9),  # speed limits (no ties)
+    ((100, 100), (100, 100), (500, 500), (27, 27), 0),   # colon cancer (integers)
+    ((7, 13), (60, 90), (420, 1000), (20, 33), 5),       # half-integer origin, ties
+    ((1000, 1000), (1000, 1000), (1000, 1000), (50, 50), 0),  # every start a tie
+])
+def test_every_cell_of_other_grids_follows_the_exact_rule(space, low, high, patch, rf):
+    for dim in range(2):
+        s = torch.zeros((1, space[dim], 2), dtype=torch.int64)
+        s[0, :, dim] = torch.arange(space[dim])
+        off = patch_offsets(s, space, low, high, patch, receptive_field=rf)[0, :, dim]
+        expected = [_exact_start(c, space[dim], low[dim], high[dim], patch[dim], rf,
+                                 low[dim] - rf) for c in range(space[dim])]
+        assert off.tolist() == expected
+
+
+def test_nested_sampling_rounds_ties_exactly_and_float_samples_still_work():
+    # 3 cells over a previous 25-px patch, scale 3: step 25, every start a tie
+    s = torch.tensor([[[0], [1], [2]]])
+    origin = torch.tensor([[[10], [11], [13]]])
+    off = patch_offsets(s, 3, (100,), (300,), 8, origin=origin, extent=(25,))
+    expected = [_exact_start(c, 3, 100, 300, 8, 2 * o, 25) for c, o in enumerate((10, 11, 13))]
+    assert off[0, :, 0].tolist() == expected == [38, 66, 98]  # 38.5, 66.5, 97.5
+    # the same origin and extent as floats (multiples of 1/2): the same starts
+    off_f = patch_offsets(s, 3, (100,), (300,), 8, origin=origin.double(), extent=(25.0,))
+    assert torch.equal(off_f, off)
+    # sub-cell float samples are computed in float64: 2.5 + 5 - 2 = 5.5 -> 6
+    sub = patch_offsets(torch.tensor([[[0.25], [0.3]]]), 10, (10,), (100,), 4)
+    assert sub.tolist() == [[[6], [6]]]
