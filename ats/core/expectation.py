@@ -42,6 +42,18 @@ def exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
     return torch.cumsum(x, dim) - x
 
 
+def _over_probs(x: Tensor, probs: Tensor) -> Tensor:
+    """``x / probs``, and 0 where ``probs == 0``.
+
+    A draw of probability zero (a softmax that underflowed, with no smoothing,
+    and more distinct draws than non-zero cells) has no score-function term:
+    the attention network cannot move mass through it, and its ``0 / 0``
+    would make every score gradient NaN.
+    """
+    zero = probs == 0
+    return torch.where(zero, 0.0, x / torch.where(zero, 1.0, probs))
+
+
 def _uniform_weights(probs: Tensor) -> Tensor:
     n = probs.shape[-1]
     return probs.new_full(probs.shape, 1.0 / n)
@@ -60,7 +72,7 @@ class _ExpectedWithReplacement(torch.autograd.Function):
         grad_features = weights[..., None] * grad[:, None, :]
         # d/da_k = w_k <G, f_k> / a_k: the score-function term (docs/method.md,
         # "Estimator with replacement").
-        grad_probs = weights * torch.einsum("bd,bnd->bn", grad, features) / probs
+        grad_probs = _over_probs(weights * torch.einsum("bd,bnd->bn", grad, features), probs)
         return grad_features, grad_probs, None
 
 
@@ -92,17 +104,18 @@ class _ExpectedWithoutReplacement(torch.autograd.Function):
         if ctx.mode == "unbiased":
             # <G, f_k> dF/df_k / a_k: unbiased because E[scatter dF/df] = a
             # (docs/method.md, "Estimator without replacement").
-            grad_probs = g_dot_f * feature_coef / probs
+            grad_probs = _over_probs(g_dot_f * feature_coef, probs)
         else:
             # The original TensorFlow formula, kept for reproduction; biased.
             n = probs.shape[1]
             k = torch.arange(n, device=probs.device, dtype=probs.dtype)
             term = (
-                per_draw * (pm / probs)[..., None]
+                per_draw * _over_probs(pm, probs)[..., None]
                 + exclusive_cumsum(features, dim=1)
                 - k[None, :, None] * features
             )
             grad_probs = weights * torch.einsum("bd,bnd->bn", grad, term)
+            grad_probs = torch.where(probs > 0, grad_probs, 0.0)
         return grad_features, grad_probs, None, None
 
 

@@ -61,6 +61,9 @@ class AttentionSampling(nn.Module):
         extractor: a registered extractor name or an :class:`Extractor`;
             ``"auto"`` picks by where x_high lives.
         smoothing: attention smoothing ``s``: every probability >= s / K.
+            The default 1e-5 is the training default (``RunConfig.smoothing``,
+            the original Megapixel MNIST value); 0 lets a peaked softmax
+            underflow to exact zeros (docs/method.md, "Attention distribution").
 
     ``x_high`` may stay in host memory (a CPU tensor or a numpy array,
     memory-mapped ones included) while the networks run on an accelerator:
@@ -78,7 +81,7 @@ class AttentionSampling(nn.Module):
         receptive_field: int = 0,
         sampler: str | Sampler = "without_replacement",
         extractor: str | Extractor = "auto",
-        smoothing: float = 0.0,
+        smoothing: float = 1e-5,
     ) -> None:
         super().__init__()
         if not isinstance(n_patches, int) or n_patches < 1:

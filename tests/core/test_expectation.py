@@ -168,3 +168,39 @@ def test_estimators_reject_bad_shapes_and_modes():
         expected_without_replacement(f, torch.ones(2, 3), torch.ones(3))
     with pytest.raises(ValueError, match="grad must be 'unbiased' or 'original'"):
         expected_without_replacement(f, torch.ones(2, 3), grad="exact")
+
+
+# -- zero-probability draws (smoothing = 0) --------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", ["unbiased", "original"])
+def test_zero_probability_draws_give_zero_gradient_not_nan(grad, dtype):
+    """An underflowed softmax has exact zeros; drawing 3 of 5 distinct cells
+    must then draw a = 0 cells, whose 0/0 terms used to make every score
+    gradient NaN. A zero-probability draw contributes zero gradient."""
+    from ats.core.distribution import attention_softmax
+    from ats.core.sampling import WithoutReplacement
+
+    scores = torch.tensor([[0.0, -1e4, -1e4, -1e4, -1e4]], dtype=dtype, requires_grad=True)
+    a = attention_softmax(scores)
+    assert a.tolist() == [[1.0, 0.0, 0.0, 0.0, 0.0]]
+    sampler = WithoutReplacement(grad=grad)
+    idx, probs = sampler.sample(a, 3, generator=torch.Generator().manual_seed(0))
+    assert idx[0, 0].item() == 0 and probs.tolist() == [[1.0, 0.0, 0.0]]
+    probs.retain_grad()
+    feats = torch.tensor([[[1.0, 2.0], [3.0, -1.0], [0.5, 4.0]]], dtype=dtype, requires_grad=True)
+    sampler.expectation(feats, probs).sum().backward()
+    # only the first draw carries mass: F = f_0, dF/df_0 = 1, the others 0
+    assert feats.grad.tolist() == [[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]]
+    # the probability gradient is finite and zero for the a = 0 draws
+    assert torch.isfinite(probs.grad).all() and probs.grad[0, 1:].tolist() == [0.0, 0.0]
+    # the softmax Jacobian vanishes at a one-hot map: every score gets 0, not NaN
+    assert scores.grad.tolist() == [[0.0] * 5]
+
+
+def test_zero_probability_draw_with_replacement_is_guarded_too():
+    feats = torch.ones(1, 2, 3, requires_grad=True)
+    probs = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    expected_with_replacement(feats, probs).sum().backward()
+    assert probs.grad.tolist() == [[1.5, 0.0]]

@@ -184,3 +184,41 @@ def test_smoke_training_finds_the_pattern(sampler, n_patches):
             break
     assert accuracy >= 0.95, f"test accuracy {accuracy:.3f} after {epoch + 1} epochs"
     assert time.time() - start < 60
+
+
+# -- smoothing default and zero-probability draws -------------------------------------------
+
+
+def test_default_smoothing_is_the_training_default():
+    import inspect
+
+    from ats.config import RunConfig
+
+    default = inspect.signature(AttentionSampling).parameters["smoothing"].default
+    assert default == RunConfig().smoothing == 1e-5
+    assert AttentionSampling(SmallAttention(), SmallFeature(), n_patches=1,
+                             patch_size=4).smoothing == 1e-5
+
+
+@pytest.mark.parametrize("sampler", [WithoutReplacement("unbiased"), WithoutReplacement("original")])
+def test_peaked_attention_without_smoothing_trains_with_finite_gradients(sampler):
+    """smoothing=0 and a softmax that underflows to one-hot: 3 distinct draws
+    must take a = 0 cells, which contribute zero gradient, not NaN."""
+    class Peaked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1e4))
+
+        def forward(self, x):
+            scores = torch.zeros(x.shape[0], 1, 4, 4)
+            scores[:, :, 0, 0] = 1.0
+            return scores * self.w
+
+    model = AttentionSampling(Peaked(), SmallFeature(), n_patches=3, patch_size=16,
+                              sampler=sampler, smoothing=0.0)
+    batch = _batch()
+    out = model(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(0))
+    assert (out.probs[:, 1:] == 0).all()
+    out.features.sum().backward()
+    assert model.attention.w.grad.item() == 0.0  # the one-hot softmax has a zero Jacobian
+    assert all(torch.isfinite(p.grad).all() for p in model.feature.parameters())
