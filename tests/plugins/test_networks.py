@@ -67,3 +67,19 @@ def test_keras_initialisation_and_the_speed_limits_l2_penalty():
     assert float(net.regularization().detach()) == pytest.approx(expected)
     lin = keras_init(torch.nn.Linear(4, 2))
     assert float(lin.bias.detach().abs().sum()) == 0
+
+
+def test_preact_resnet_identity_shortcut_adds_the_pre_activated_input():
+    """A stride-1 block of equal width has no shortcut conv; like the
+    original's ``block`` it adds relu(bn(x)), not the raw x."""
+    torch.manual_seed(0)
+    net = feature.build("preact_resnet", strides=(1, 1, 2, 2))
+    block = net.blocks[0]
+    assert block.shortcut is None and net.blocks[1].shortcut is not None
+    x = torch.randn(2, 32, 20, 20)  # negative values: relu(bn(x)) != x
+    pre = torch.relu(block.bn1(x))
+    expected = block.conv2(torch.relu(block.bn2(block.conv1(pre)))) + pre
+    torch.testing.assert_close(block(x), expected)
+    assert (pre - x).abs().max() > 0.1  # so adding the raw x would differ
+    out = net(torch.rand(3, 3, 40, 40))
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))

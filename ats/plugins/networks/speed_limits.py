@@ -42,8 +42,10 @@ class SpeedLimitsAttention(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU, then conv3x3(stride) - BN - ReLU - conv3x3, plus a 1x1 strided
-    shortcut of the pre-activated input (Keras "same" padding, no biases)."""
+    """BN-ReLU, then conv3x3(stride) - BN - ReLU - conv3x3, plus a shortcut of
+    the pre-activated input: a 1x1 strided conv when the stride or width
+    changes, else the pre-activated input itself, as in the original's
+    ``block`` (Keras "same" padding, no biases)."""
 
     def __init__(self, in_channels: int, channels: int, stride: int) -> None:
         super().__init__()
@@ -57,7 +59,7 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pre = torch.relu(self.bn1(x))
-        skip = self.shortcut(pre) if self.shortcut is not None else x
+        skip = self.shortcut(pre) if self.shortcut is not None else pre
         out = self.conv2(torch.relu(self.bn2(self.conv1(pre))))
         return out + skip
 
