@@ -70,7 +70,6 @@ def test_x_high_may_be_a_numpy_memmap_in_host_memory(tmp_path):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_networks_on_cuda_with_x_high_in_host_memory():
     batch = _batch()
     model = _model().cuda()

@@ -17,7 +17,6 @@ import pytest
 import ats.data.mnist as mnist
 from ats.data.mnist import MNISTDataError, cache_dir, load_mnist, parse_idx, read_idx
 
-REAL_DIR = Path("/work/shared/data/mnist")
 TRAIN_IMAGES, TRAIN_LABELS = mnist.MNIST_FILES["train"]
 TEST_IMAGES, TEST_LABELS = mnist.MNIST_FILES["test"]
 
@@ -336,11 +335,9 @@ def test_corrupt_download_is_not_kept(tmp_path, monkeypatch):
 # The real files
 
 
-@pytest.mark.skipif(not all((REAL_DIR / f"{n}.gz").exists() for s in mnist.MNIST_FILES.values() for n in s),
-                    reason="real MNIST files not available")
-def test_real_mnist():
-    train = load_mnist("train", REAL_DIR, download=False)  # default (canonical) checksums
-    test = load_mnist("test", REAL_DIR.parent, download=False)  # a data root works too
+def test_real_mnist(mnist_dir):
+    train = load_mnist("train", mnist_dir, download=False)  # default (canonical) checksums
+    test = load_mnist("test", mnist_dir.parent, download=False)  # a data root works too
     assert train.images.shape == (60000, 28, 28) and train.labels.shape == (60000,)
     assert test.images.shape == (10000, 28, 28) and test.labels.shape == (10000,)
     np.testing.assert_array_equal(np.bincount(train.labels, minlength=10),

@@ -12,7 +12,6 @@ from PIL import Image
 from scipy.io import savemat
 
 from ats.data.transforms import ColorJitter, RandomDihedral, as_float_image, dihedral, item_rng, resize_bilinear
-from tests.tasks.real_data import real_root
 from tasks.colon_cancer import ColonCancer, find_root, k_fold_split, read_label, scan_images
 
 SIZE = (20, 20)  # (H, W) of the fixture images; the real ones are 500x500
@@ -233,13 +232,8 @@ def test_colour_jitter_keeps_the_geometry(root):
 # --------------------------------------------------------------------------- the real data, if present
 
 
-def _real_root() -> Path | None:
-    return real_root(find_root)
-
-
-@pytest.mark.skipif(_real_root() is None, reason="CRCHistoPhenotypes data not available")
-def test_real_data():
-    root = _real_root()
+def test_real_data(real_root):
+    root = real_root(find_root, "CRCHistoPhenotypes")
     numbers, _, _ = scan_images(root)
     assert numbers == list(range(1, 101))
     everything = ColonCancer(root, "all")

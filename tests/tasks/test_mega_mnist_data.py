@@ -7,8 +7,6 @@ when present. Golden values were produced by a transcription of the original
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,9 +16,6 @@ from torch.utils.data import default_collate
 import tasks.mega_mnist.generator as generator
 from tasks.mega_mnist import PRESETS, MegaMNISTConfig, MegapixelMNIST, make_datasets
 
-REAL_DIR = Path("/work/shared/data/mnist")
-HAVE_REAL = all((REAL_DIR / f"{n}.gz").exists() for n in (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
 
 
 def synthetic_digits(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -365,10 +360,9 @@ def test_make_datasets_rejects_bad_arguments_before_loading(monkeypatch):
         make_datasets("paper", n_positive=1)
 
 
-@pytest.mark.skipif(not HAVE_REAL, reason="real MNIST files not available")
-def test_real_mnist_matches_the_original_paper_dataset():
+def test_real_mnist_matches_the_original_paper_dataset(mnist_dir):
     """The paper preset on the real digits: golden draws of the original generator."""
-    train, test = make_datasets("paper", REAL_DIR, download=False)
+    train, test = make_datasets("paper", mnist_dir, download=False)
     assert len(train) == 5000 and len(test) == 1000
     assert train.targets[:8].tolist() == [4, 1, 9, 2, 4, 8, 8, 1]
     assert train.digit_indices[0].tolist() == [40721, 53519, 9071, 48424, 8674]

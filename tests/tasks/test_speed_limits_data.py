@@ -20,7 +20,6 @@ from ats.data.transforms import (
     pan,
     resize_bilinear,
 )
-from tests.tasks.real_data import real_root
 from tasks.speed_limits import (
     CLASSES,
     EXPECTED_COUNTS,
@@ -347,13 +346,8 @@ def test_index_errors(root):
 # --------------------------------------------------------------------------- the real data, if present
 
 
-def _real_root() -> Path | None:
-    return real_root(find_root)
-
-
-@pytest.mark.skipif(_real_root() is None, reason="Swedish Traffic Signs data not available")
-def test_real_data_counts():
-    root = _real_root()
+def test_real_data_counts(real_root):
+    root = real_root(find_root, "Swedish Traffic Signs")
     train = SpeedLimits(root, "train", augment=False)
     test = SpeedLimits(root, "test")
     assert (len(train), len(test)) == (EXPECTED_COUNTS["train"], EXPECTED_COUNTS["test"]) == (747, 684)
