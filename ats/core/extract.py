@@ -35,6 +35,8 @@ __all__ = [
     "to_float",
     "torch_dtype",
     "as_torch",
+    "clamp_offsets_host",
+    "clamp_offsets_torch",
     "get_extractor",
     "validate",
 ]
@@ -315,22 +317,50 @@ def _validate_offsets(offsets: object, x: Array, patch: tuple[int, ...]) -> torc
     # Clamping each start into [-patch, size] keeps every patch's contents (a
     # start <= -patch or >= size is fully outside either way) and keeps all
     # index arithmetic far from overflow.
-    sizes = x.shape[2:]
+    sizes = tuple(x.shape[2:])
     if isinstance(x, np.ndarray) or x.device.type == "cpu":
-        # Host data: numpy, whose calls cost less than torch's (this runs
-        # once per batch, often with cold caches).
-        o = offsets if isinstance(offsets, np.ndarray) else offsets.cpu().numpy()
-        if o.dtype == np.uint64:  # would wrap to negative in int64
-            o = np.minimum(o, np.iinfo(np.int64).max).astype(np.int64)
-        # Plain ufuncs (np.clip costs more); int64 bounds make an int64 result.
-        o = np.minimum(o, np.array(sizes, dtype=np.int64), order="C")
-        np.maximum(o, np.array([-p for p in patch], dtype=np.int64), out=o)
-        return torch.from_numpy(o)
-    # Offsets are small: move them to x's device rather than fail.
-    o = torch.as_tensor(offsets).to(device=x.device, dtype=torch.int64)
-    lo = torch.tensor([-p for p in patch], device=x.device)
-    hi = torch.tensor(sizes, device=x.device)
+        return clamp_offsets_host(offsets, sizes, patch)
+    return clamp_offsets_torch(offsets, sizes, patch, x.device)
+
+
+def clamp_offsets_host(offsets: np.ndarray | torch.Tensor, sizes: Sequence[int],
+                       patch: Sequence[int]) -> torch.Tensor:
+    """Integer ``offsets`` (B, N, d) clamped per dim into ``[-patch, size]``,
+    as a contiguous int64 CPU tensor, with numpy (whose calls cost less than
+    torch's: this runs once per batch, often with cold caches)."""
+    o = _saturate_uint64(offsets)
+    # Plain ufuncs (np.clip costs more); int64 bounds make an int64 result.
+    o = np.minimum(o, np.array(sizes, dtype=np.int64), order="C")
+    np.maximum(o, np.array([-p for p in patch], dtype=np.int64), out=o)
+    return torch.from_numpy(o)
+
+
+def clamp_offsets_torch(offsets: np.ndarray | torch.Tensor, sizes: Sequence[int],
+                        patch: Sequence[int], device: torch.device | str) -> torch.Tensor:
+    """:func:`clamp_offsets_host` with torch ops on ``device`` (where x is:
+    offsets are small, so they are moved rather than refused). The same
+    result on any device, the CPU included."""
+    if _is_uint64(offsets):
+        offsets = _saturate_uint64(offsets)  # int64 would wrap them to negative
+    o = torch.as_tensor(offsets).to(device=device, dtype=torch.int64)
+    lo = torch.tensor([-p for p in patch], device=device)
+    hi = torch.tensor(list(sizes), device=device)
     return torch.maximum(torch.minimum(o, hi), lo).contiguous()
+
+
+def _is_uint64(offsets: np.ndarray | torch.Tensor) -> bool:
+    if isinstance(offsets, np.ndarray):
+        return offsets.dtype == np.uint64
+    return offsets.dtype == torch.uint64
+
+
+def _saturate_uint64(offsets: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``offsets`` as a host numpy array, uint64 values above the int64 range
+    lowered to its maximum (they are past any image either way)."""
+    o = offsets if isinstance(offsets, np.ndarray) else offsets.cpu().numpy()
+    if o.dtype == np.uint64:
+        o = np.minimum(o, np.iinfo(np.int64).max).astype(np.int64)
+    return o
 
 
 def _is_int(v: object) -> bool:

@@ -1,4 +1,4 @@
-"""Patch extraction: every backend against the reference loop (docs/geometry.md,
+"""Patch extraction backends: each against the reference loop (docs/geometry.md,
 "Patch extraction").
 
 The reference itself is pinned by hand-computed cases; the fast backends
@@ -6,6 +6,8 @@ The reference itself is pinned by hand-computed cases; the fast backends
 spatial dims, non-square patches, patches inside, across every border and
 far outside, the four dtypes, ``as_float``, numpy / memmap input, tensors
 requiring grad and non-contiguous input, on CPU and (when present) CUDA.
+What every backend shares (argument checks, offsets, ``out``, the registry)
+is in test_extract_interface.py.
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from ats.core.extract import Extractor, extract_patches, validate
+from ats.core.extract import extract_patches, validate
 from ats.plugins.extractors import numba as numba_backend
 from ats.registry import extractor
+from tests.plugins.extractors.cases import (
+    DTYPES,
+    assert_same,
+    random_image,
+    random_offsets,
+    reference,
+)
 
-HAS_CUDA = torch.cuda.is_available()
-cuda = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")]
+cuda = pytest.mark.cuda  # skipped without CUDA (tests/conftest.py)
 
 # (backend, device) pairs under test; numba reads host memory only.
 FAST = [
@@ -36,9 +44,6 @@ FAST = [
     pytest.param("reference", "cuda", id="reference-cuda", marks=cuda),
 ]
 HOST = ["numba", "torch", "auto"]
-DTYPES = [torch.uint8, torch.uint16, torch.float32, torch.float64]
-NP_DTYPES = {torch.uint8: np.uint8, torch.uint16: np.uint16,
-             torch.float32: np.float32, torch.float64: np.float64}
 
 
 @pytest.fixture(autouse=True)
@@ -46,38 +51,6 @@ def numba_always_parallel(monkeypatch):
     """Small outputs normally run the numba kernel on one thread; the tests'
     outputs are small, so force the thread pool to cover the parallel path."""
     monkeypatch.setattr(numba_backend, "SERIAL_BYTES", 0)
-
-
-def random_image(gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    if dtype.is_floating_point:
-        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
-    high = 256 if dtype == torch.uint8 else 65536
-    return torch.randint(0, high, shape, generator=gen).to(dtype)
-
-
-def random_offsets(gen: torch.Generator, B: int, N: int, sizes, patch) -> torch.Tensor:
-    """Offsets inside, across every border, and entirely (also far) outside."""
-    cols = []
-    for s, p in zip(sizes, patch):
-        cols.append(torch.randint(-p - 2, s + 3, (B, N), generator=gen))
-    off = torch.stack(cols, -1)
-    far = torch.tensor([-(10**9), 10**9])[torch.randint(0, 2, off.shape, generator=gen)]
-    pick = torch.rand(off.shape, generator=gen) < 0.05
-    return torch.where(pick, far, off)
-
-
-def reference(x, offsets, patch, as_float=False):
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-    if isinstance(offsets, torch.Tensor):
-        offsets = offsets.cpu()
-    return extract_patches(x, offsets, patch, backend="reference", as_float=as_float)
-
-
-def assert_same(out: torch.Tensor, ref: torch.Tensor) -> None:
-    assert out.dtype == ref.dtype
-    assert out.shape == ref.shape
-    assert torch.equal(out.cpu(), ref), (out.cpu() != ref).nonzero()[:5]
 
 
 # -- the reference, by hand --------------------------------------------------------
@@ -256,18 +229,39 @@ def test_memmap_input(backend, tmp_path):
     assert_same(out, reference(x, off, (8, 9), True))
 
 
-def test_numba_reads_numpy_in_place():
-    """The numba backend must not copy the (potentially huge) image."""
-    x = np.random.default_rng(0).random((1, 1, 1000, 1000), dtype=np.float32)  # 4 MB
-    off = np.array([[[10, 10], [500, 990]]])
-    extract_patches(x, off, 16, backend="numba")  # compile / load outside the trace
-    tracemalloc.start()
-    try:
-        extract_patches(x, off, 16, backend="numba")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 100_000, peak
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=str)
+def test_numba_reads_the_image_in_place(monkeypatch, tmp_path, dtype):
+    """The (potentially huge, memory-mapped) image is never copied: the
+    kernel reads the caller's own memory, for numpy arrays, memmaps, tensors
+    and strided views, with and without the float conversion."""
+    real = numba_backend.kernels()
+    read = []
+
+    def spy(name):
+        def kernel(x, *args):
+            read.append(x)
+            return getattr(real, name)(x, *args)
+        return kernel
+
+    monkeypatch.setattr(numba_backend, "kernels", lambda: SimpleNamespace(
+        copy_patches=spy("copy_patches"), scale_patches=spy("scale_patches")))
+    g = torch.Generator().manual_seed(11)
+    x = random_image(g, (2, 3, 40, 50), dtype).numpy()
+    path = tmp_path / "x.bin"
+    mm = np.memmap(path, dtype=x.dtype, mode="w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    images = {"numpy": x, "memmap": np.memmap(path, dtype=x.dtype, mode="r", shape=x.shape),
+              "tensor": torch.from_numpy(x), "strided view": x[:, :, ::2, 1::3]}
+    for name, image in images.items():
+        base = np.asarray(image)
+        off = random_offsets(g, 2, 6, base.shape[2:], (5, 4))
+        for as_float in (False, True):
+            read.clear()
+            out = extract_patches(image, off, (5, 4), backend="numba", as_float=as_float)
+            assert_same(out, reference(torch.from_numpy(np.ascontiguousarray(base)), off, (5, 4),
+                                       as_float))
+            assert len(read) == 1 and np.may_share_memory(read[0], base), (name, as_float)
 
 
 def test_numba_serial_path_for_small_outputs(monkeypatch):
@@ -296,34 +290,7 @@ def test_numba_extract_into_reuses_the_output():
         impl.extract_into(*validate(x, off, 7), out.to(torch.int16))
 
 
-def test_unsigned_and_narrow_offset_dtypes():
-    x = torch.arange(12.0).view(1, 1, 12)
-    off = np.array([[[2**64 - 1], [3], [0]]], dtype=np.uint64)  # huge: fully outside
-    for backend in ["reference", *HOST]:
-        out = extract_patches(x, off, 2, backend=backend)
-        assert out[0, :, 0].tolist() == [[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]]
-        out = extract_patches(x, torch.tensor([[[-1], [11], [5]]], dtype=torch.int8), 2, backend=backend)
-        assert out[0, :, 0].tolist() == [[0.0, 0.0], [11.0, 0.0], [5.0, 6.0]]
-
-
-def test_empty_batch_no_patches_and_empty_image():
-    x = torch.ones(2, 3, 5, 5)
-    for name in ["reference", *HOST]:
-        out = extract_patches(x, torch.zeros(2, 0, 2, dtype=torch.int64), 3, backend=name)
-        assert out.shape == (2, 0, 3, 3, 3)
-        out = extract_patches(x[:0], torch.zeros(0, 4, 2, dtype=torch.int64), 3, backend=name)
-        assert out.shape == (0, 4, 3, 3, 3)
-        out = extract_patches(x[:, :, :0], torch.zeros(2, 4, 2, dtype=torch.int64), 3, backend=name)
-        assert out.shape == (2, 4, 3, 3, 3) and not out.any()  # an empty image
-
-
 # -- backends and registry ----------------------------------------------------------
-
-
-def test_registry_has_the_backends():
-    for name in ["auto", "numba", "reference", "torch"]:
-        impl = extractor.build(name)
-        assert isinstance(impl, Extractor) and impl.name == name
 
 
 def test_auto_picks_numba_on_host_and_torch_elsewhere():
@@ -331,12 +298,6 @@ def test_auto_picks_numba_on_host_and_torch_elsewhere():
     assert auto.choose(torch.zeros(1, 1, 4)).name == "numba"
     assert auto.choose(np.zeros((1, 1, 4), np.float32)).name == "numba"
     assert auto.choose(torch.zeros(1, 1, 4, device="meta")).name == "torch"
-
-
-def test_extractor_instance_is_callable():
-    x = torch.arange(10.0).view(1, 1, 10)
-    out = extractor.build("numba")(x, torch.tensor([[[8]]]), 3)
-    assert out.flatten().tolist() == [8.0, 9.0, 0.0]
 
 
 def test_importing_plugins_does_not_import_numba():
@@ -360,49 +321,8 @@ def test_numba_kernels_are_cached_on_disk(tmp_path):
     assert runs == [["0", "1"], ["1", "0"]]
 
 
-# -- user errors ---------------------------------------------------------------------
-
-X = torch.zeros(2, 3, 8, 8)
-OFF = torch.zeros(2, 4, 2, dtype=torch.int64)
-
-
-@pytest.mark.parametrize(
-    "x,offsets,patch,kwargs,error,match",
-    [
-        (torch.zeros(8, 8), OFF, 3, {}, ValueError, r"x must have shape \(B, C, \*spatial\).*got shape \(8, 8\)"),
-        (torch.zeros(1, 1, 2, 2, 2, 2), OFF, 3, {}, ValueError, r"1 to 3 spatial dims"),
-        ([[[1.0]]], OFF, 3, {}, TypeError, r"x must be a torch.Tensor or numpy.ndarray, got list"),
-        (X.int(), OFF, 3, {}, TypeError, r"x has unsupported dtype torch.int32; expected one of uint8"),
-        (X.half(), OFF, 3, {}, TypeError, r"unsupported dtype torch.float16"),
-        (X.numpy().astype(">f4"), OFF, 3, {}, TypeError, r"unsupported dtype >f4"),
-        (X, OFF[0], 3, {}, ValueError, r"offsets must have shape \(B, N, 2\).*got shape \(4, 2\)"),
-        (X, OFF[..., :1], 3, {}, ValueError, r"offsets must have shape \(B, N, 2\).*\(2, 4, 1\)"),
-        (X, OFF[:1], 3, {}, ValueError, r"offsets and x have different batch sizes: 1 vs 2"),
-        (X, OFF.float(), 3, {}, TypeError, r"offsets must be an integer tensor, got dtype torch.float32"),
-        (X, OFF.numpy().astype(np.float64), 3, {}, TypeError, r"offsets must be integers, got dtype float64"),
-        (X, OFF.bool(), 3, {}, TypeError, r"offsets must be an integer tensor"),
-        (X, "0,0", 3, {}, TypeError, r"offsets must be a torch.Tensor or numpy.ndarray"),
-        (X, OFF, 0, {}, ValueError, r"patch_size must be positive, got \(0, 0\)"),
-        (X, OFF, (3, -1), {}, ValueError, r"patch_size must be positive, got \(3, -1\)"),
-        (X, OFF, (3, 3, 3), {}, ValueError, r"one entry per spatial dim of x \(2\), got 3"),
-        (X, OFF, 2.5, {}, TypeError, r"patch_size must be an int or a sequence of ints"),
-        (X, OFF, (3, 2.0), {}, TypeError, r"patch_size must be an int or a sequence of ints"),
-        (X, OFF, 3, {"backend": "nope"}, ValueError, r"unknown extractor 'nope'; known: .*numba.*reference.*torch"),
-        (X, OFF, 3, {"backend": "numbaa"}, ValueError, r"Did you mean 'numba'"),
-        (X, OFF, 3, {"backend": 3}, TypeError, r"backend must be an extractor name"),
-        (X, OFF, 3, {"as_float": "yes"}, TypeError, r"as_float must be a bool"),
-        (torch.zeros(2, 3, 8, 8, device="meta"), OFF, 3, {"backend": "numba"}, ValueError,
-         r"extractor 'numba' cannot handle x: .*host memory.*meta"),
-    ],
-)
-def test_user_errors_are_clear(x, offsets, patch, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        extract_patches(x, offsets, patch, **kwargs)
-
-
 @pytest.mark.parametrize("backend", ["torch", "reference", "auto"])
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_offsets_on_another_device_are_moved(backend):
     g = torch.Generator().manual_seed(8)
     x = random_image(g, (2, 3, 16, 16), torch.float32)
@@ -425,14 +345,3 @@ def test_out_is_filled_in_place_and_equals_a_fresh_result(backend, as_float):
     result = extract_patches(x, offsets, (6, 9), backend=backend, as_float=as_float, out=out)
     assert result.data_ptr() == out.data_ptr()
     torch.testing.assert_close(out, fresh, rtol=0, atol=0)
-
-
-def test_out_of_the_wrong_shape_or_dtype_is_refused():
-    x = torch.zeros(1, 1, 10, 10)
-    offsets = torch.zeros(1, 2, 2, dtype=torch.long)
-    with pytest.raises(ValueError, match=r"out must be a contiguous torch.float32 tensor of shape \(1, 2, 1, 3, 3\)"):
-        extract_patches(x, offsets, 3, out=torch.zeros(1, 2, 1, 3, 4))
-    with pytest.raises(ValueError, match="out must be a contiguous"):
-        extract_patches(x, offsets, 3, out=torch.zeros(1, 2, 1, 3, 3, dtype=torch.float64))
-    with pytest.raises(TypeError, match="out must be a torch.Tensor"):
-        extract_patches(x, offsets, 3, out=np.zeros((1, 2, 1, 3, 3), np.float32))
