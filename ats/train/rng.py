@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-__all__ = ["capture", "restore", "seed_everything", "select_rank"]
+__all__ = ["STREAMS", "Stream", "capture", "restore", "seed_everything", "select_rank"]
 
 
 def seed_everything(seed: int) -> None:
@@ -25,24 +26,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Stream:
+    """One global random stream: how to read and set its state, and whether
+    this process has it (CUDA's only where a CUDA device is)."""
+
+    name: str  #: its key in a checkpoint's ``rng`` entry
+    get: Callable[[], Any]
+    set: Callable[[Any], None]
+    available: Callable[[], bool] = lambda: True
+
+
+#: the process-wide streams a checkpoint holds, besides the run's sampling
+#: generator; :func:`capture` and :func:`restore` treat them all alike
+STREAMS: list[Stream] = [
+    Stream("python", random.getstate, random.setstate),
+    Stream("numpy", np.random.get_state, np.random.set_state),
+    Stream("torch", torch.get_rng_state, torch.set_rng_state),
+    Stream("cuda", lambda: torch.cuda.get_rng_state_all(),
+           lambda state: torch.cuda.set_rng_state_all(state),
+           available=lambda: torch.cuda.is_available()),
+]
+
+
 def capture(sampling: torch.Generator) -> dict[str, Any]:
-    """The state of every stream of this process."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "sampling": sampling.get_state(),
-    }
+    """The state of every stream of this process (None for a stream this
+    process does not have) and of the sampling generator."""
+    state = {s.name: s.get() if s.available() else None for s in STREAMS}
+    state["sampling"] = sampling.get_state()
+    return state
 
 
 def restore(state: dict[str, Any], sampling: torch.Generator) -> None:
-    """Put every stream of this process back to ``state`` (from :func:`capture`)."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Put every stream of this process back to ``state`` (from :func:`capture`).
+
+    A stream missing from ``state`` (saved as None, e.g. CUDA's by a run on
+    the CPU) or that this process does not have is left as it is.
+    """
+    for s in STREAMS:
+        if state.get(s.name) is not None and s.available():
+            s.set(state[s.name])
     sampling.set_state(state["sampling"])
 
 
