@@ -12,6 +12,7 @@ import torch
 from ats.registry import task as task_registry
 from ats.train.data import EpochSampler
 from ats.train.engine import Trainer
+from tests.train.helpers import SeenItems, make_trainer
 
 
 def _config(tmp_path, **overrides):
@@ -90,8 +91,10 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"lr": -1.0}, "lr must be positive"),
-    ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "nonsense"},
-     "device"),
+    ({"device": "nonsense"}, r"device 'nonsense' is not a valid torch device: "),
+    pytest.param({"device": "cuda:7"},
+                 r"device 'cuda:7' was asked for but CUDA is not available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")),
 ])
 def test_impossible_settings_fail_before_training(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -132,8 +135,9 @@ def test_torchrun_with_two_ranks_trains_and_rank_0_writes(tmp_path):
     import sys
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29533", "-m", "ats", "--task", "find_pattern", "--epochs", "1",
+    # --standalone: the rendezvous takes a free port (no fixed port to clash with other runs)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "ats", "--task", "find_pattern", "--epochs", "1",
            "--set", "data.n_train=80", "--set", "data.n_test=31", "--set", "pictures=0", "--set", "eval_seeds=1",
            "--output", str(out), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -153,3 +157,135 @@ def test_resuming_with_a_changed_setting_is_refused_by_the_python_api(tmp_path):
     resumed = _trainer(tmp_path, epochs=2)  # epochs may change
     resumed.fit(resume=True)
     assert resumed.epoch == 2
+
+
+# -- every item is used, and each setting takes effect --------------------------------------
+
+
+def _batch(dataset, n):
+    return torch.utils.data.default_collate([dataset[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("n_train,n_test", [(50, 30), (40, 20)], ids=["smaller-last-batch",
+                                                                     "whole-batches"])
+def test_every_item_is_used_once_per_epoch_and_per_evaluation_seed(n_train, n_test):
+    trainer = make_trainer(**{"data.n_train": n_train, "data.n_test": n_test, "batch_size": 20,
+                              "eval_seeds": 3})
+    train = SeenItems(trainer, trainer.train_set)
+    for epoch in (1, 2):
+        train.clear()
+        result = trainer.train_epoch(epoch)
+        sizes = [len(b) for b in train.batches]
+        assert sizes == [20] * (n_train // 20) + ([n_train % 20] if n_train % 20 else [])
+        assert sorted(i for b in train.batches for i in b) == list(range(n_train))
+        assert all(train.training)
+        assert abs(result["train_error"] * n_train - round(result["train_error"] * n_train)) < 1e-9
+    train.remove()
+    test = SeenItems(trainer, trainer.test_set)
+    result = trainer.evaluate()
+    per_seed = -(-n_test // 20)
+    assert len(test.batches) == 3 * per_seed and not any(test.training)
+    for seed in range(3):
+        seen = [i for b in test.batches[seed * per_seed:(seed + 1) * per_seed] for i in b]
+        assert sorted(seen) == list(range(n_test))
+    # the mean of 3 errors, each a count over all n_test items
+    assert abs(result["test_error"] * 3 * n_test - round(result["test_error"] * 3 * n_test)) < 1e-9
+
+
+def test_max_steps_bounds_the_steps_of_every_epoch():
+    trainer = make_trainer(**{"data.n_train": 100, "batch_size": 20, "max_steps": 2, "epochs": 2})
+    seen = SeenItems(trainer, trainer.train_set)
+    trainer.fit()
+    assert [len(b) for b, t in zip(seen.batches, seen.training) if t] == [20] * 4  # 2 per epoch
+    assert trainer.partial is None and len(trainer.history) == 2
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_the_last():
+    trainer = make_trainer(epochs=5, eval_every=2, max_steps=1)
+    trainer.fit()
+    assert ["test_error" in record for record in trainer.history] == \
+        [False, True, False, True, True]
+
+
+def test_eval_topk_adds_one_top_n_evaluation():
+    trainer = make_trainer(epochs=1, eval_topk=True, eval_seeds=2,
+                           **{"data.n_train": 40, "data.n_test": 30})
+    seen = SeenItems(trainer, trainer.test_set)
+    trainer.fit()
+    evaluation = [d for d, t in zip(seen.deterministic, seen.training) if not t]
+    assert evaluation == [False] * 4 + [True] * 2  # 2 seeds x 2 batches, then top-N once
+    # the recorded value is the top-N error of this model over the whole test set
+    test = _batch(trainer.test_set, 30)
+    with torch.no_grad():
+        logits = trainer.classifier(test["x_low"], test["x_high"], deterministic=True).logits
+    top_n_error = int((logits.argmax(1) != test["y"]).sum()) / 30
+    assert trainer.history[0]["test_error_topk"] == pytest.approx(top_n_error, abs=1e-12)
+    plain = make_trainer(epochs=1, **{"data.n_train": 40, "data.n_test": 30})
+    plain.fit()
+    assert "test_error_topk" not in plain.history[0]
+
+
+def test_the_learning_rate_drops_after_each_decay_epoch(monkeypatch):
+    used = []
+    original = Trainer.train_step
+
+    def recording(self, batch):
+        used.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    trainer = make_trainer(epochs=4, max_steps=1, lr=0.01, lr_decay_at=(1, 3), lr_decay=0.5)
+    trainer.fit()
+    assert used == pytest.approx([0.01, 0.005, 0.005, 0.0025], rel=1e-12)
+    assert [r["lr"] for r in trainer.history] == pytest.approx(used, rel=1e-12)
+
+
+def test_sgd_with_momentum_takes_plain_sgd_steps():
+    trainer = make_trainer(optimizer="sgd", lr=0.1, momentum=0.5, clip_norm=None)
+    assert type(trainer.optimizer) is torch.optim.SGD
+    batch = _batch(trainer.train_set, 8)
+    params = [p for p in trainer.classifier.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    trainer.train_step(batch)
+    first = [p.grad.clone() for p in params]
+    middle = [p.detach().clone() for p in params]
+    trainer.train_step(batch)
+    for b, m, p, g1 in zip(before, middle, params, first):
+        torch.testing.assert_close(b - m, 0.1 * g1, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(m - p.detach(), 0.1 * (0.5 * g1 + p.grad), rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_a_non_finite_loss_stops_training_and_changes_nothing():
+    trainer = make_trainer(epochs=1)
+    with torch.no_grad():
+        trainer.classifier.head.bias[0] = float("nan")
+    before = {k: v.clone() for k, v in trainer.classifier.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="the loss became nan"):
+        trainer.train_step(_batch(trainer.train_set, 4))
+    for key, value in trainer.classifier.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True)
+    assert trainer.optimizer.state_dict()["state"] == {}
+    with pytest.raises(FloatingPointError, match=r"the loss became nan at epoch 1, step 0; lower "
+                                                 r"lr or raise smoothing"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize("entropy", [0.0, 0.5, -0.25])
+def test_the_loss_is_cross_entropy_plus_the_entropy_term_plus_regularizers(entropy):
+    trainer = make_trainer(entropy=entropy)
+    batch = _batch(trainer.train_set, 6)
+    out = trainer.classifier(batch["x_low"], batch["x_high"],
+                             generator=torch.Generator().manual_seed(0))
+    a = out.ats.attention.detach().double().reshape(6, -1)
+    # the entropy regulariser: strength * mean over items of sum_i a_i log(a_i + 1e-6)
+    term = entropy * float((a * torch.log(a + 1e-6)).sum(1).mean())
+    expected = torch.nn.functional.cross_entropy(out.logits, batch["y"]).item() + term
+    assert trainer.loss(out, batch["y"]).item() == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+    class Penalty(torch.nn.Module):  # an ats.contracts.Regularized submodule
+        def regularization(self):
+            return torch.tensor(0.125)
+
+    trainer.classifier.penalty = Penalty()
+    assert trainer.loss(out, batch["y"]).item() == pytest.approx(expected + 0.125, rel=1e-6)
