@@ -1,9 +1,7 @@
-"""The AttentionSampling module: its record, where data lives, the custom
-backward's role, errors, and a smoke training run."""
+"""The AttentionSampling module: its record, where data lives, errors, and a
+smoke training run. Its gradient is checked exactly in test_model_gradient.py."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -79,34 +77,6 @@ def test_networks_on_cuda_with_x_high_in_host_memory():
     assert not batch["x_high"].is_cuda
 
 
-def _attention_grad_norm(model, batch, detach_probs: bool) -> float:
-    if detach_probs:
-        original = model.sampler.expectation
-        model.sampler.expectation = lambda f, p, w=None: original(f, p.detach(), w)
-    out = model(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(0))
-    target = torch.randn(out.features.shape, generator=torch.Generator().manual_seed(1))
-    (out.features * target).sum().backward()
-    grads = [p.grad for p in model.attention.parameters()]
-    return sum(float(g.norm()) for g in grads if g is not None)
-
-
-@pytest.mark.parametrize("sampler", [WithReplacement(), WithoutReplacement()])
-def test_attention_gets_the_task_gradient_only_through_the_custom_backward(sampler):
-    batch = _batch()
-    assert _attention_grad_norm(_model(sampler=sampler), batch, detach_probs=False) > 1e-6
-    assert _attention_grad_norm(_model(sampler=sampler), batch, detach_probs=True) == 0.0
-
-
-def test_plain_autodiff_of_the_with_replacement_mean_gives_no_attention_gradient():
-    """Why the custom backward exists: mean(f) does not depend on a."""
-    model = _model(sampler=WithReplacement())
-    model.sampler.expectation = lambda f, p, w=None: f.mean(1) + 0 * p.detach().sum()
-    batch = _batch()
-    out = model(batch["x_low"], batch["x_high"])
-    out.features.sum().backward()
-    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.attention.parameters())
-
-
 def test_deterministic_mode_takes_the_top_positions():
     batch = _batch()
     out = _model()(batch["x_low"], batch["x_high"], deterministic=True)
@@ -155,16 +125,16 @@ def test_errors_name_the_problem():
 @pytest.mark.parametrize("sampler,n_patches", [(WithoutReplacement(), 2), (WithReplacement(), 3)])
 def test_smoke_training_finds_the_pattern(sampler, n_patches):
     """A synthetic task that needs the attention: the low view shows where
-    the texture is, not which; >= 95% test accuracy within 60 s on CPU."""
-    start = time.time()
+    the texture is, not which; >= 95% test accuracy within 12 epochs of 1000
+    images (a bound on work, not on time: seeded, the same on any machine)."""
     torch.manual_seed(0)
     model = _model(sampler=sampler, n_patches=n_patches)
     head = nn.Linear(32, 4)
     params = list(model.parameters()) + list(head.parameters())
-    optimizer = torch.optim.Adam(params, lr=3e-3)
-    train = FindPatternDataset(2000, train=True)
-    test = _batch(500, train=False)
-    loader = torch.utils.data.DataLoader(train, batch_size=50, shuffle=True,
+    optimizer = torch.optim.Adam(params, lr=5e-3)
+    train = FindPatternDataset(1000, train=True)
+    test = _batch(300, train=False)
+    loader = torch.utils.data.DataLoader(train, batch_size=20, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
     accuracy = 0.0
@@ -182,7 +152,6 @@ def test_smoke_training_finds_the_pattern(sampler, n_patches):
         if accuracy >= 0.97:
             break
     assert accuracy >= 0.95, f"test accuracy {accuracy:.3f} after {epoch + 1} epochs"
-    assert time.time() - start < 60
 
 
 # -- smoothing default and zero-probability draws -------------------------------------------
