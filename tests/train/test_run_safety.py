@@ -278,3 +278,26 @@ def test_checkpoints_within_an_epoch_follow_the_interval(tmp_path, monkeypatch):
     saves.clear()
     _trainer(tmp_path / "never", epochs=1, checkpoint_every=None).fit()
     assert saves == [None, None]
+
+
+def test_the_estimate_covers_the_whole_run_with_evaluation(tmp_path):
+    lines = []
+    task = task_registry.build("find_pattern")
+    config = task.config(**{"data.n_train": 160, "data.n_test": 40, "epochs": 3,
+                            "batch_size": 20, "eval_seeds": 2, "pictures": 0,
+                            "output": str(tmp_path / "run")})
+    Trainer(config, task=task, progress=False, log=lines.append).fit()
+    estimate = next(line for line in lines if line.startswith("estimated time:"))
+    assert "of training per epoch (8 steps of" in estimate
+    assert "per evaluation; the 3 epoch(s) to go: about" in estimate
+
+
+def test_the_stop_message_starts_on_its_own_line(tmp_path, monkeypatch):
+    _stop_at(monkeypatch, epoch=1, step=2)
+    result = _run(["--task", "find_pattern", "--epochs", "2", "--output", str(tmp_path / "run"),
+                   "--set", "data.n_train=120", "--set", "data.n_test=40", "--set",
+                   "pictures=0"])  # progress bars on
+    assert result.exit_code == 130
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("stopped; the checkpoint of epoch 1, step 2 is intact: "
+                               "continue with --resume --output") for line in lines), lines
