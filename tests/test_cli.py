@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from ats.cli import bench_main, plugins_main, run_main
@@ -28,19 +30,69 @@ def test_ats_run_trains_and_writes_a_summary(tmp_path):
     assert "configuration:" in result.stderr
 
 
-def test_every_option_reaches_the_configuration(tmp_path):
+def test_every_option_reaches_the_configuration_and_takes_effect(tmp_path, monkeypatch):
+    from ats.classifier import ATSClassifier
+    from ats.core.sampling import WithReplacement
+    from ats.plugins.extractors.torch import TorchExtractor
+    from ats.train import engine
+    from ats.train.data import EpochSampler
+
+    seen, loaders, extracted = {}, [], []
+    original_step, original_loader = engine.Trainer.train_step, engine.make_loader
+    original_extract = TorchExtractor.extract
+
+    def step(self, batch):
+        def keep(module, args, output):
+            seen["out"] = output
+        handle = self.classifier.register_forward_hook(keep)
+        try:
+            result = original_step(self, batch)
+        finally:
+            handle.remove()
+        seen.setdefault("steps", []).append(batch["index"].tolist())
+        seen.update(trainer=self, batch=batch, lr=self.optimizer.param_groups[0]["lr"])
+        return result
+
+    def loader(dataset, sampler, **kwargs):
+        loaders.append(kwargs["workers"])
+        return original_loader(dataset, sampler, **kwargs)
+
+    def extract(self, *args, **kwargs):
+        extracted.append(self.name)
+        return original_extract(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Trainer, "train_step", step)
+    monkeypatch.setattr(engine, "make_loader", loader)
+    monkeypatch.setattr(TorchExtractor, "extract", extract)
     out = tmp_path / "run"
     result = _run([
         "--task", "find_pattern", "--epochs", "1", "--batch-size", "30", "--n-patches", "2",
         "--patch-size", "12x16", "--sampler", "with_replacement", "--extractor", "torch",
-        "--device", "cpu", "--seed", "3", "--workers", "0", "--model", "ats",
-        "--output", str(out), "--set", "lr=0.002", "--set", "noise=0.2", *TINY,
+        "--device", "cpu", "--seed", "3", "--workers", "1", "--model", "ats",
+        "--output", str(out), "--set", "lr=0.002", "--set", "noise=0.2",
+        "--set", "max_steps=1", *TINY,
     ])
     assert result.exit_code == 0, result.output
     c = json.loads((out / "config.json").read_text())
     assert (c["batch_size"], c["n_patches"], c["patch_size"], c["sampler"], c["extractor"]) == \
         (30, 2, [12, 16], "with_replacement", "torch")
-    assert (c["seed"], c["lr"], c["data"]["noise"]) == (3, 0.002, 0.2)
+    assert (c["seed"], c["workers"], c["lr"], c["data"]["noise"]) == (3, 1, 0.002, 0.2)
+    # ... and each takes effect in the run
+    trainer, batch, out_ = seen["trainer"], seen["batch"], seen["out"]
+    assert len(seen["steps"]) == 1  # max_steps
+    assert batch["x_low"].shape[0] == 30  # batch size
+    assert tuple(out_.ats.patches.shape) == (30, 2, 1, 12, 16)  # n_patches, patch_size
+    assert type(trainer.classifier) is ATSClassifier  # model
+    assert type(trainer.classifier.ats.sampler) is WithReplacement  # sampler
+    assert extracted and set(extracted) == {"torch"}  # extractor
+    assert trainer.device == torch.device("cpu")  # device
+    assert loaders and set(loaders) == {1}  # workers, for training and evaluation
+    assert seen["lr"] == 0.002  # lr
+    order = EpochSampler(120, shuffle=True, seed=3)
+    order.set_epoch(1)
+    assert seen["steps"][0] == list(order)[:30]  # seed: the data order of seed 3
+    background = batch["x_high"][batch["x_high"] < 255]  # noise: pixels in [0, 0.2 * 255]
+    assert 45 <= int(background.max()) <= 51
 
 
 def test_resume_extends_a_run(tmp_path):
@@ -110,35 +162,107 @@ def test_ats_bench_lists_its_commands():
     assert result.exit_code == 0 and "extract" in result.output and "train" in result.output
 
 
-def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
-    """A real SIGINT to a running `ats-run`, then --resume."""
-    import signal
+SIGNAL_PLUGIN = '''"""Test plugin: the process sends itself a signal in one training step.
+
+$ATS_TEST_SIGNAL is NAME:STEP, the signal and the training step (counted from
+1 over the whole run) during which it is sent.
+"""
+import os
+import signal
+
+from ats.classifier import ATSClassifier
+
+_name, _step = os.environ["ATS_TEST_SIGNAL"].split(":")
+_forward = ATSClassifier.forward
+_steps = 0
+
+
+def forward(self, *args, **kwargs):
+    global _steps
+    if self.training:
+        _steps += 1
+        if _steps == int(_step):
+            os.kill(os.getpid(), getattr(signal, _name))
+    return _forward(self, *args, **kwargs)
+
+
+ATSClassifier.forward = forward
+'''
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_run_at_the_step_reached_and_it_resumes(tmp_path, name):
+    """A real Ctrl-C or SIGTERM to a running `ats-run`, sent at a chosen step
+    (a plugin module makes the process signal itself: no sleeps, no timing),
+    then --resume."""
+    import os
     import subprocess
     import sys
-    import time
 
     import torch
 
+    (tmp_path / "signal_at_step.py").write_text(SIGNAL_PLUGIN)
+    env = {**os.environ, "ATS_TEST_SIGNAL": f"{name}:8",  # 6 steps per epoch: epoch 2, step 2
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from ats.cli import run_main; run_main()", "--task",
-           "find_pattern", "--epochs", "200", "--output", str(out), *TINY]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while not (out / "metrics.csv").exists() and time.time() < deadline:
-            time.sleep(0.2)
-        assert (out / "metrics.csv").exists(), "no epoch finished in time"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
-    assert "--resume" in stderr
+    cmd = [sys.executable, "-m", "ats", "--plugin", "signal_at_step", "--task", "find_pattern",
+           "--epochs", "3", "--batch-size", "20", "--output", str(out), *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "stopped; the checkpoint of epoch 2, step 2 is intact: continue with --resume " \
+           f"--output {out}" in proc.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    done = state["epoch"]
-    assert done >= 1 and len(state["history"]) == done
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert (state["partial"]["epoch"], state["partial"]["step"]) == (2, 2)
     assert not list(out.glob(".*.tmp"))
-    result = _run(["--task", "find_pattern", "--epochs", str(done + 1), "--output", str(out),
-                   "--resume", "--no-progress"])
+    result = _run(["--task", "find_pattern", "--epochs", "3", "--output", str(out), "--resume",
+                   "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == done + 1
+    assert f"resumed from {out / 'checkpoint.pt'} at epoch 2, step 2" in result.stderr
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 3 and state["partial"] is None and len(state["history"]) == 3
+
+
+# -- resuming: what is refused, and where a run goes by default ---------------------------------
+
+
+def test_resume_without_a_config_json_is_refused(tmp_path):
+    result = CliRunner().invoke(run_main, ["--task", "find_pattern", "--resume", "--output",
+                                           str(tmp_path / "nothing"), "--no-progress"])
+    assert result.exit_code == 1
+    assert f"no run to resume in {tmp_path / 'nothing'} (no config.json)" in result.output
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_resume_of_another_tasks_run_is_refused(tmp_path):
+    from ats.registry import task as task_registry
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(task_registry.build("find_pattern").config().to_json())
+    result = CliRunner().invoke(run_main, ["--task", "mega_mnist", "--resume", "--output",
+                                           str(run), "--no-progress"])
+    assert result.exit_code == 1
+    assert f"{run} holds a 'find_pattern' run, not 'mega_mnist'" in result.output
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_resume_with_cross_validate_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(run_main, ["--task", "colon_cancer", "--cross-validate",
+                                           "--resume", "--output", str(tmp_path / "cv")])
+    assert result.exit_code == 2
+    assert "--cross-validate continues unfinished folds by itself; drop --resume" in result.output
+    assert not (tmp_path / "cv").exists()
+
+
+def test_the_default_output_is_runs_task_model_time(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    result = _run(["--task", "find_pattern", "--epochs", "1", "--set", "max_steps=1", *TINY])
+    assert result.exit_code == 0, result.output
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and re.fullmatch(r"find_pattern-ats-\d{8}-\d{6}", runs[0].name)
+    assert (runs[0] / "checkpoint.pt").is_file() and (runs[0] / "summary.json").is_file()
+    assert json.loads((runs[0] / "config.json").read_text())["output"] == \
+        str(Path("runs") / runs[0].name)
