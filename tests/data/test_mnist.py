@@ -18,6 +18,8 @@ import ats.data.mnist as mnist
 from ats.data.mnist import MNISTDataError, cache_dir, load_mnist, parse_idx, read_idx
 
 TRAIN_IMAGES, TRAIN_LABELS = mnist.MNIST_FILES["train"]
+#: the real downloader, before the autouse fixture below replaces it
+REAL_DOWNLOAD = mnist.download_file
 TEST_IMAGES, TEST_LABELS = mnist.MNIST_FILES["test"]
 
 
@@ -329,6 +331,26 @@ def test_corrupt_download_is_not_kept(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="not a valid gzip file or truncated"):
         load_mnist("train", checksums=sums)
     assert list(cache_dir().iterdir()) == []
+
+
+def test_the_real_downloader_fetches_from_a_file_url_into_the_cache(tmp_path, monkeypatch):
+    """The download path end to end, served by file:// URLs: the first
+    mirror is missing, the second serves; both files land verified in the cache."""
+    sums = write_split(tmp_path / "mirror", gz=True)
+    monkeypatch.setattr(mnist, "download_file", REAL_DOWNLOAD)
+    monkeypatch.setattr(mnist, "MIRRORS", ((tmp_path / "gone").as_uri() + "/",
+                                           (tmp_path / "mirror").as_uri() + "/"))
+    images, labels = load_mnist("train", tmp_path / "empty", checksums=sums)
+    np.testing.assert_array_equal(images, tiny_split()[0])
+    np.testing.assert_array_equal(labels, tiny_split()[1])
+    names = (f"{TRAIN_IMAGES}.gz", f"{TRAIN_LABELS}.gz")
+    assert sorted(p.name for p in cache_dir().iterdir()) == sorted(names)  # nothing partial
+    for name in names:
+        assert (cache_dir() / name).read_bytes() == (tmp_path / "mirror" / name).read_bytes()
+    # the next load reads the cache: no mirror is needed
+    monkeypatch.setattr(mnist, "MIRRORS", ())
+    again, _ = load_mnist("train", checksums=sums)
+    np.testing.assert_array_equal(again, images)
 
 
 # --------------------------------------------------------------------------
