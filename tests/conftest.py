@@ -3,6 +3,9 @@ and shared fixtures.
 
 * ``@pytest.mark.cuda`` tests are skipped, with one reason, where no CUDA
   device is present (:func:`pytest_runtest_setup`).
+* Every test starts from the same state of Python's, numpy's and torch's
+  global generators (:func:`seeded`): an unseeded draw is the same on every
+  run, whatever ran before.
 * Real data sets are looked for in ``$ATS_DATA_DIR``, then in
   ``../shared/data`` next to the repository (:func:`data_dirs`); tests that
   need one take the :func:`mnist_dir` or :func:`real_root` fixture and are
@@ -12,9 +15,11 @@ and shared fixtures.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +37,14 @@ MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
         pytest.skip(CUDA_SKIP_REASON)
+
+
+@pytest.fixture(autouse=True)
+def seeded() -> None:
+    """Seed the global generators before every test."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 def data_dirs() -> list[Path]:
