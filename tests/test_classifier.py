@@ -4,7 +4,6 @@ engine (stochastic, the sampling record) and the input checks they make."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
