@@ -1,4 +1,5 @@
-"""Plugin registries: attention and feature networks, samplers, extractors, tasks.
+"""Plugin registries: attention and feature networks, samplers, extractors, tasks,
+image sources.
 
 A :class:`Registry` maps names to classes or factories::
 
@@ -42,6 +43,7 @@ __all__ = [
     "sampler",
     "extractor",
     "task",
+    "source",
     "REGISTRIES",
     "load_plugins",
 ]
@@ -178,6 +180,8 @@ feature = Registry("feature")
 sampler = Registry("sampler")
 extractor = Registry("extractor")
 task = Registry("task")
+#: image sources: lazy readers of image files and arrays (docs/sources.md)
+source = Registry("source")
 
 REGISTRIES: dict[str, Registry] = {
     "attention": attention,
@@ -185,6 +189,7 @@ REGISTRIES: dict[str, Registry] = {
     "sampler": sampler,
     "extractor": extractor,
     "task": task,
+    "source": source,
 }
 
 _loaded = False

@@ -1,4 +1,4 @@
-"""The Registry class, the five registries and entry-point plugins."""
+"""The Registry class, the six registries and entry-point plugins."""
 
 from __future__ import annotations
 
@@ -68,10 +68,12 @@ def test_bare_decorator_is_rejected_with_a_hint():
         r.register(lambda: None)
 
 
-def test_the_five_registries_hold_the_builtins():
-    assert set(reg.REGISTRIES) == {"attention", "feature", "sampler", "extractor", "task"}
+def test_the_six_registries_hold_the_builtins():
+    assert set(reg.REGISTRIES) == {"attention", "feature", "sampler", "extractor", "task",
+                                   "source"}
     assert {"with_replacement", "without_replacement"} <= set(reg.sampler.names())
     assert {"reference", "numba", "torch", "auto"} <= set(reg.extractor.names())
+    assert {"array", "npy", "tiff", "zarr", "openslide", "pillow"} <= set(reg.source.names())
 
 
 # -- third-party plugins through entry points ---------------------------------

@@ -53,8 +53,12 @@ def patch_offsets(
         samples: ``(B, N, d)`` sampled cell indices in the attention grid
             (integers, or floats for sub-cell positions).
         sample_space: the attention grid's shape, ``d`` ints (or one int).
-        low_shape: spatial shape of the low-resolution view, ``d`` ints.
-        high_shape: spatial shape of the high-resolution image, ``d`` ints.
+        low_shape: spatial shape of the low-resolution view, ``d`` ints; or a
+            ``(B, d)`` integer tensor, one shape per item: the part of a
+            padded ``x_low`` that shows item b's image (docs/sources.md,
+            "Images of different sizes"; pass ``extent`` then).
+        high_shape: spatial shape of the high-resolution image, ``d`` ints;
+            or a ``(B, d)`` integer tensor, each item's own image.
         patch_size: patch shape in high-resolution pixels, ``d`` ints or one.
         receptive_field: of the attention network, in low pixels (one int or
             ``d``); 0 for ``padding="same"`` networks.
@@ -81,17 +85,24 @@ def patch_offsets(
     dev = samples.device
 
     space_n = _ints("sample_space", sample_space, d, scalar_ok=True, minimum=1)
-    low = _ints("low_shape", low_shape, d, scalar_ok=False, minimum=1)
-    high = _ints("high_shape", high_shape, d, scalar_ok=False, minimum=1)
+    low = _shape("low_shape", low_shape, samples)
+    high = _shape("high_shape", high_shape, samples)
     patch = _ints("patch_size", patch_size, d, scalar_ok=True, minimum=1)
     rf = _ints("receptive_field", receptive_field, d, scalar_ok=True, minimum=0)
-    if any(r >= lo for r, lo in zip(rf, low)):
-        raise ValueError(f"receptive_field {tuple(rf)} must be smaller than low_shape {tuple(low)}")
+    low_rows = low.tolist() if isinstance(low, torch.Tensor) else [low]
+    if any(r >= lo for row in low_rows for r, lo in zip(rf, row)):
+        raise ValueError(f"receptive_field {tuple(rf)} must be smaller than low_shape "
+                         f"{tuple(low) if isinstance(low, list) else low_rows}")
+    if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):
+        # one shape per item: (B, 1, d) on samples' device
+        low, high = (t.to(dev).unsqueeze(1) if isinstance(t, torch.Tensor) else
+                     torch.tensor(t, device=dev) for t in (low, high))
 
     origin_t = _coord("origin", origin, d, dev) if origin is not None else \
         torch.tensor(rf, dtype=torch.float64, device=dev) / 2
     extent_t = _coord("extent", extent, d, dev) if extent is not None else \
-        torch.tensor([lo - r for lo, r in zip(low, rf)], device=dev)
+        (low - torch.tensor(rf, device=dev) if isinstance(low, torch.Tensor) else
+         torch.tensor([lo - r for lo, r in zip(low, rf)], device=dev))
     halves = [_twice_as_int(t) for t in (samples, origin_t, extent_t)]
     if all(h is not None for h in halves):
         return _exact_starts(*halves, space_n, low, high, patch)  # type: ignore[arg-type]
@@ -100,7 +111,8 @@ def patch_offsets(
     def f64(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64, device=dev)
 
-    scale = f64(high) / f64(low)
+    scale = torch.as_tensor(high, dtype=torch.float64, device=dev) / \
+        torch.as_tensor(low, dtype=torch.float64, device=dev)
     step = extent_t.to(torch.float64) * scale / f64(space_n)
     start = (origin_t.to(torch.float64) * scale + samples.to(torch.float64) * step + step / 2
              - f64(patch) / 2)
@@ -119,15 +131,17 @@ def _twice_as_int(t: torch.Tensor) -> torch.Tensor | None:
 
 
 def _exact_starts(s2: torch.Tensor, o2: torch.Tensor, e2: torch.Tensor, space: list[int],
-                  low: list[int], high: list[int], patch: list[int]) -> torch.Tensor:
+                  low: list[int] | torch.Tensor, high: list[int] | torch.Tensor,
+                  patch: list[int]) -> torch.Tensor:
     """``round(o H/L + (s + 1/2) e H/(L S) - P/2)``, half to even, exactly.
 
     With ``s2 = 2s``, ``o2 = 2o``, ``e2 = 2e`` integers, the start is
     ``num / den`` with ``num = 2 S H o2 + (s2 + 1) e2 H - 2 P L S`` and
     ``den = 4 L S``, both int64; the quotient is rounded half to even.
+    ``low`` and ``high`` are ``d`` ints or int64 (B, 1, d), one row per item.
     """
-    def i64(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.int64, device=s2.device)
+    def i64(values: list[int] | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=torch.int64, device=s2.device)
 
     S, L, H, P = i64(space), i64(low), i64(high), i64(patch)
     num = 2 * S * H * o2 + (s2 + 1) * e2 * H - 2 * P * L * S
@@ -197,6 +211,21 @@ def _ints(name: str, value: object, d: int, *, scalar_ok: bool, minimum: int) ->
 
 def _is_int(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _shape(name: str, value: object, samples: torch.Tensor) -> list[int] | torch.Tensor:
+    """``d`` ints (a list), or a (B, d) integer tensor, one shape per item
+    (checked where it is, as int64); every entry >= 1."""
+    B, _, d = samples.shape
+    if not isinstance(value, torch.Tensor):
+        return _ints(name, value, d, scalar_ok=False, minimum=1)
+    if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool \
+            or tuple(value.shape) != (B, d):
+        raise ValueError(f"{name} as a tensor must hold one shape per item, (B={B}, d={d}) "
+                         f"integers, got {value.dtype} {tuple(value.shape)}")
+    if bool((value < 1).any()):
+        raise ValueError(f"{name} must be >= 1, got {value.tolist()}")
+    return value.to(torch.int64)
 
 
 def _coord(name: str, value: Coord, d: int, dev: torch.device) -> torch.Tensor:

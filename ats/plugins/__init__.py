@@ -1,6 +1,7 @@
 """Built-in plugins. Importing this package registers them.
 
-Heavy dependencies (numba) are imported on first use, not here.
+Heavy dependencies (numba, tifffile, zarr, OpenSlide) are imported on first
+use, not here.
 """
 
-from ats.plugins import extractors, networks, samplers  # noqa: F401  (registers)
+from ats.plugins import extractors, networks, samplers, sources  # noqa: F401  (registers)
