@@ -14,7 +14,7 @@ import click
 
 from ats import registry as reg
 
-__all__ = ["run_main", "bench_main", "plugins_main"]
+__all__ = ["run_main", "bench_main", "plugins_main", "make_main"]
 
 def _summary(obj: object) -> str:
     """The first sentence of ``obj``'s own docstring (not one it inherits,
@@ -180,6 +180,13 @@ class _LazyGroup(click.Group):
 })
 def bench_main() -> None:
     """Benchmarks: extraction backends and training cost per sample."""
+
+
+@click.group(name="ats-make", cls=_LazyGroup, lazy={
+    "mega_mnist": "ats.make.mega_mnist:mega_mnist_command",
+})
+def make_main() -> None:
+    """Write data sets as image files, tile by tile (e.g. gigapixel Megapixel MNIST)."""
 
 
 if __name__ == "__main__":  # pragma: no cover

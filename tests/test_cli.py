@@ -107,7 +107,7 @@ def test_resume_extends_a_run(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--task", "mega_mnsit"], "unknown task 'mega_mnsit'; known: colon_cancer, find_pattern, mega_mnist, speed_limits. Did you mean 'mega_mnist'?"),
+    (["--task", "mega_mnsit"], "unknown task 'mega_mnsit'; known: colon_cancer, find_pattern, images, mega_mnist, speed_limits. Did you mean 'mega_mnist'?"),
     (["--task", "find_pattern", "--model", "resnet"], "unknown model 'resnet'"),
     (["--task", "find_pattern", "--sampler", "gumbel"], "unknown sampler 'gumbel'"),
     (["--task", "find_pattern", "--extractor", "numpy"], "unknown extractor 'numpy'"),
