@@ -190,3 +190,164 @@ def test_peaked_attention_without_smoothing_trains_with_finite_gradients(sampler
     out.features.sum().backward()
     assert model.attention.w.grad.item() == 0.0  # the one-hot softmax has a zero Jacobian
     assert all(torch.isfinite(p.grad).all() for p in model.feature.parameters())
+
+
+# -- reused (and pinned) patch buffers ------------------------------------------------------
+
+
+def _fresh_patches(out, x_high, patch=16):
+    from ats.core.extract import extract_patches
+
+    return extract_patches(x_high, out.offsets, patch, backend="reference", as_float=True)
+
+
+def test_patch_buffers_are_reused_only_once_nothing_holds_the_patches():
+    batch = _batch()
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    first = model(batch["x_low"], batch["x_high"], generator=g)
+    kept = first.patches.clone()
+    ptr = first.patches.data_ptr()
+    # the caller still holds `first`: the next call must not write into it
+    second = model(batch["x_low"], batch["x_high"], generator=g)
+    assert second.patches.data_ptr() != ptr and len(model.patch_buffers) == 2
+    assert torch.equal(first.patches, kept)
+    assert torch.equal(second.patches, _fresh_patches(second, batch["x_high"]))
+    assert not torch.equal(second.offsets, first.offsets)
+    # autograd keeps the patches (the feature network's saved input) until backward
+    loss = second.features.sum()
+    del first, kept
+    third = model(batch["x_low"], batch["x_high"], generator=g)
+    assert third.patches.data_ptr() == ptr  # the first buffer is free again
+    assert torch.equal(third.patches, _fresh_patches(third, batch["x_high"]))
+    second_ptr, second_patches = second.patches.data_ptr(), second.patches.clone()
+    del second
+    fourth = model(batch["x_low"], batch["x_high"], generator=g)
+    assert fourth.patches.data_ptr() not in (ptr, second_ptr)  # `loss` holds the graph
+    loss.backward()
+    del loss, third
+    fifth = model(batch["x_low"], batch["x_high"], generator=g)
+    assert fifth.patches.data_ptr() in (ptr, second_ptr)
+    assert torch.equal(fifth.patches, _fresh_patches(fifth, batch["x_high"]))
+    assert not torch.equal(fifth.patches, second_patches)
+
+
+def test_a_training_loop_cycles_through_two_buffers_and_numpy_views_count():
+    batch = _batch()
+    model = _model()
+    g = torch.Generator().manual_seed(1)
+    ptrs = set()
+    for _ in range(5):  # `out` of the previous step is alive during the next forward
+        out = model(batch["x_low"], batch["x_high"], generator=g)
+        out.features.sum().backward()
+        ptrs.add(out.patches.data_ptr())
+    assert len(ptrs) == 2
+    view = out.patches.numpy()  # a numpy view of the patches holds the buffer too
+    kept, ptr = view.copy(), out.patches.data_ptr()
+    del out
+    for _ in range(3):
+        nxt = model(batch["x_low"], batch["x_high"], generator=g)
+        assert nxt.patches.data_ptr() != ptr
+    assert np.array_equal(view, kept)
+
+
+def test_without_buffers_the_module_extracts_a_fresh_output_with_the_same_patches():
+    batch = _batch()
+    model = _model()
+    a = model(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(3))
+    model.patch_buffers = None
+    b = model(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.patches, b.patches) and torch.equal(a.features, b.features)
+
+
+class _FakeEvent:
+    """Stands in for torch.cuda.Event: done once the test says so."""
+
+    pending: list = []
+
+    def __init__(self):
+        self.done = False
+        self.stream = "unset"
+        _FakeEvent.pending.append(self)
+
+    def record(self, stream=None):
+        self.stream = stream
+
+    def query(self):
+        return self.done
+
+
+def test_pinned_buffers_wait_for_the_device_copy_that_reads_them():
+    """The pinned path's bookkeeping on the CPU: a fake pin function and a
+    fake CUDA event (the copy itself needs a GPU: see the cuda test below)."""
+    from ats.core.buffers import PatchBuffers
+
+    pinned = []
+
+    def fake_pin(shape, dtype):
+        pinned.append(torch.empty(shape, dtype=dtype))
+        return pinned[-1]
+
+    _FakeEvent.pending = []
+    pool = PatchBuffers(pinned_empty=fake_pin, new_event=_FakeEvent)
+    a = pool.take((2, 3), torch.float32, pinned=True)
+    assert len(pinned) == 1 and a.data_ptr() == pinned[0].data_ptr()
+    pool.copied(a, stream="s0")
+    assert _FakeEvent.pending[0].stream == "s0"
+    del a  # no tensor holds it, but the copy is still running: not reused
+    b = pool.take((2, 3), torch.float32, pinned=True)
+    assert len(pinned) == 2 and b.data_ptr() == pinned[1].data_ptr()
+    _FakeEvent.pending[0].done = True
+    c = pool.take((2, 3), torch.float32, pinned=True)
+    assert len(pinned) == 2 and c.data_ptr() == pinned[0].data_ptr()
+    # host (unpinned) buffers and other shapes or dtypes are separate
+    d = pool.take((2, 3), torch.float32)
+    e = pool.take((2, 3), torch.uint8, pinned=True)
+    assert len(pinned) == 3 and d.data_ptr() not in (b.data_ptr(), c.data_ptr())
+    assert e.dtype == torch.uint8 and e.shape == (2, 3)
+    # only `keep` buffers are kept; those in use stay alive with their users
+    small = PatchBuffers(keep=1)
+    f = small.take((4,), torch.float32)
+    f.fill_(7)
+    g = small.take((4,), torch.float32)
+    assert len(small) == 1 and f.tolist() == [7.0] * 4 and g.data_ptr() != f.data_ptr()
+
+
+def test_copies_and_pickles_of_the_module_start_without_buffers():
+    import copy
+    import pickle
+
+    batch = _batch()
+    model = _model()
+    model(batch["x_low"], batch["x_high"])
+    assert len(model.patch_buffers) == 1
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert len(clone.patch_buffers) == 0
+        out = clone(batch["x_low"], batch["x_high"], generator=torch.Generator().manual_seed(0))
+        assert len(clone.patch_buffers) == 1
+        assert torch.equal(out.patches, _fresh_patches(out, batch["x_high"]))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_images_reach_cuda_networks_through_reused_pinned_buffers():
+    batch = _batch()
+    model = _model().cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    outs = []
+    for _ in range(3):
+        out = model(batch["x_low"].cuda(), batch["x_high"], generator=g)
+        assert out.patches.is_cuda
+        expected = _fresh_patches(out, batch["x_high"]).cuda()
+        assert torch.equal(out.patches, expected)
+        outs.append(out)
+    buffers = model.patch_buffers
+    assert 1 <= len(buffers) <= 2 and all(s.buffer.is_pinned() for s in buffers._slots)
+    torch.cuda.synchronize()
+    # the CUDA patches the caller keeps are copies: a pinned buffer is free
+    # again once its copy is done, so the next call allocates none
+    before = {s.buffer.data_ptr() for s in buffers._slots}
+    out = model(batch["x_low"].cuda(), batch["x_high"], generator=g)
+    assert {s.buffer.data_ptr() for s in buffers._slots} == before
+    for out in [*outs, out]:
+        assert torch.equal(out.patches, _fresh_patches(out, batch["x_high"]).cuda())
