@@ -4,25 +4,81 @@ It reads CPU tensors and numpy arrays (``np.memmap`` included) in place and
 touches only the image rows the patches cover, so ``x_high`` can be a
 memory-mapped file far larger than RAM.
 
-One kernel serves 1 to 3 spatial dims and every dtype (rows are copied as
-bytes; ``as_float`` converts in the same pass); tiny outputs run on one
-thread; :meth:`NumbaExtractor.extract_into` fills a reused output; the
-compiled code is cached on disk (``NUMBA_CACHE_DIR``). The design notes and
-tuning advice are in docs/geometry.md, "The numba backend in detail".
+One kernel (:mod:`ats.plugins.extractors.numba_kernels`) serves 1 to 3
+spatial dims and every dtype (rows are copied as bytes, ``as_float``
+converts in the same pass) and prefetches the rows it is about to copy; tiny
+outputs run on one thread; outputs come from a pool that hands a buffer out
+again once nothing references it (:data:`OUTPUTS`), so that they rarely pay
+the page faults of fresh memory, and fresh ones are advised huge pages;
+:meth:`NumbaExtractor.extract_into` fills a given output; the compiled code
+is cached on disk (``NUMBA_CACHE_DIR``). The design notes and tuning advice
+are in docs/geometry.md, "The numba backend in detail".
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
-from collections.abc import Iterator
-from types import SimpleNamespace
+import sys
+from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import numpy as np
 import torch
 
+from ats.core.buffers import PatchBuffers
 from ats.core.extract import Array, Extractor, float_scale, torch_dtype
 from ats.registry import extractor
+
+
+# -- outputs -----------------------------------------------------------------------
+
+#: fresh outputs from this size are advised to use transparent huge pages
+HUGE_PAGE_BYTES = 4 << 20
+_HUGE = 2 << 20  # the x86-64 / arm64 transparent huge page
+_MADV_HUGEPAGE = 14
+
+
+def empty_output(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty``; from :data:`HUGE_PAGE_BYTES` on, its memory is advised
+    to use transparent huge pages (Linux ``madvise``).
+
+    Outputs this large are fresh pages (glibc maps them anew): the first
+    write to each 4 KiB page faults and the OS zeroes it, which cost as much
+    as the copy itself. A 2 MiB huge page takes one fault where 4 KiB pages
+    take 512. Nothing changes where THP is off or ``madvise`` is unavailable.
+    """
+    out = torch.empty(shape, dtype=dtype)
+    nbytes = out.numel() * out.element_size()
+    if nbytes >= HUGE_PAGE_BYTES and (madvise := _madvise()) is not None:
+        ptr = out.data_ptr()
+        start = -(-ptr // _HUGE) * _HUGE  # the huge pages wholly inside
+        end = (ptr + nbytes) // _HUGE * _HUGE
+        if end > start:
+            madvise(start, end - start, _MADV_HUGEPAGE)  # a failure only costs speed
+    return out
+
+
+@functools.cache
+def _madvise() -> Callable[[int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+#: outputs larger than this are fresh memory on every call, never kept
+MAX_POOLED_BYTES = 512 << 20
+#: The default outputs: the last two are kept and handed out again once
+#: nothing references them (so a caller that drops its patches before the
+#: next call pays no page faults); ``OUTPUTS.clear()`` releases them.
+OUTPUTS = PatchBuffers(keep=2, max_bytes=MAX_POOLED_BYTES, empty=empty_output)
 
 
 @extractor.register("numba")
@@ -30,6 +86,9 @@ class NumbaExtractor(Extractor):
     """Parallel numba kernel over the ``B * N`` patches; host memory only."""
 
     name = "numba"
+    #: where :meth:`extract` gets its outputs: :data:`OUTPUTS`, shared by every
+    #: instance; None for fresh memory on every call
+    outputs: PatchBuffers | None = OUTPUTS
 
     def supports(self, x: Array) -> bool:
         return isinstance(x, np.ndarray) or x.device.type == "cpu"
@@ -49,7 +108,8 @@ class NumbaExtractor(Extractor):
     ) -> torch.Tensor:
         B, N, _ = offsets.shape
         dtype = torch.float32 if as_float else torch_dtype(x)
-        out = torch.empty((B, N, x.shape[1], *patch_size), dtype=dtype)
+        shape = (B, N, x.shape[1], *patch_size)
+        out = empty_output(shape, dtype) if self.outputs is None else self.outputs.take(shape, dtype)
         return self.extract_into(x, offsets, patch_size, out)
 
     def extract_into(self, x: Array, offsets: torch.Tensor, patch_size: tuple[int, ...],
@@ -66,26 +126,29 @@ class NumbaExtractor(Extractor):
             raise ValueError(f"out must be a contiguous CPU tensor of shape {expected}")
         x5 = xn[(slice(None), slice(None)) + (None,) * (3 - d)]  # (B, C, Z, Y, X)
         out6 = out.numpy().reshape(B, N, xn.shape[1], *((1,) * (3 - d) + tuple(patch_size)))
-        off = offsets.numpy()
-        k = kernels()
+        unit, scale = 1, np.float32(1.0)
+        if out6.dtype == xn.dtype:
+            if (xb := _bytes_view(x5)) is not None:
+                # Rows are contiguous: copy them as bytes (one specialisation
+                # for every dtype); x offsets are scaled to bytes in the kernel.
+                x5, out6, unit = xb, out6.view(np.uint8), x5.itemsize
+        elif out6.dtype == np.float32:
+            scale = np.float32(float_scale(xn.dtype))
+        else:
+            raise ValueError(f"out must have x's dtype or float32, got {out.dtype}")
+        ahead = min(max(PREFETCH_BYTES // (patch_size[-1] * xn.itemsize), 1), MAX_AHEAD_ROWS)
         with _threads_for(out.numel() * out.element_size()):
-            if out6.dtype == xn.dtype:
-                if (xb := _bytes_view(x5)) is not None:
-                    # Rows are contiguous: copy them as bytes (one specialisation
-                    # for every dtype); x offsets are scaled to bytes in the kernel.
-                    k.copy_patches(xb, off, out6.view(np.uint8), x5.itemsize)
-                else:
-                    k.copy_patches(x5, off, out6, 1)
-            elif out6.dtype == np.float32:
-                k.scale_patches(x5, off, out6, np.float32(float_scale(xn.dtype)))
-            else:
-                raise ValueError(f"out must have x's dtype or float32, got {out.dtype}")
+            kernels().copy_patches(x5, offsets.numpy(), out6, unit, scale, ahead)
         return out
 
 
 # Below this many output bytes one thread is faster than waking the pool (and
 # does not wait for a descheduled worker when other processes load the CPU).
 SERIAL_BYTES = 256 << 10
+# The kernel prefetches the source row this many bytes (in whole rows, at
+# most MAX_AHEAD_ROWS) before copying it.
+PREFETCH_BYTES = 1024
+MAX_AHEAD_ROWS = 8
 
 
 @contextlib.contextmanager
@@ -114,83 +177,9 @@ def _bytes_view(x: np.ndarray) -> np.ndarray | None:
 
 
 @functools.cache
-def kernels() -> SimpleNamespace:
-    """Compile (or load from the disk cache) the kernels; imports numba."""
-    from numba import njit, prange
+def kernels() -> ModuleType:
+    """The compiled kernel (:mod:`ats.plugins.extractors.numba_kernels`),
+    compiled or loaded from the disk cache on first use; imports numba."""
+    from ats.plugins.extractors import numba_kernels
 
-    # The kernels share no jitted helper: a closure over another dispatcher
-    # would change numba's cache key every process (no cache hits).
-    @njit(parallel=True, cache=True, nogil=True)
-    def copy_patches(x, offsets, out, x_unit):  # pragma: no cover - compiled
-        """out[b, n, c, pz, py, px] = x[b, c, oz+pz, oy+py, ox+px] or 0 outside.
-
-        x: (B, C, Z, Y, X); offsets: (B, N, d) int64, the last d of (oz, oy,
-        ox), ox counted in units of ``x_unit`` elements of x (the item size
-        when x is viewed as bytes); out: (B, N, C, PZ, PY, PX).
-        """
-        B, N, d = offsets.shape
-        C, Z, Y, X = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-        PZ, PY, PX = out.shape[3], out.shape[4], out.shape[5]
-        for i in prange(B * N):
-            b = i // N
-            n = i - b * N
-            # Missing leading dims start at 0.
-            oz = offsets[b, n, d - 3] if d >= 3 else 0
-            oy = offsets[b, n, d - 2] if d >= 2 else 0
-            ox = offsets[b, n, d - 1] * x_unit
-            # Columns [lo, hi) of the patch lie inside the image.
-            lo = min(max(-ox, 0), PX)
-            hi = max(min(X - ox, PX), lo)
-            for c in range(C):
-                for pz in range(PZ):
-                    z = oz + pz
-                    for py in range(PY):
-                        y = oy + py
-                        dst = out[b, n, c, pz, py]
-                        if 0 <= z and z < Z and 0 <= y and y < Y:
-                            for j in range(lo):
-                                dst[j] = 0
-                            src = x[b, c, z, y, ox + lo : ox + hi]
-                            seg = dst[lo:hi]
-                            for j in range(hi - lo):  # a contiguous segment
-                                seg[j] = src[j]
-                            for j in range(hi, PX):
-                                dst[j] = 0
-                        else:
-                            for j in range(PX):
-                                dst[j] = 0
-
-    @njit(parallel=True, cache=True, nogil=True)
-    def scale_patches(x, offsets, out, scale):  # pragma: no cover - compiled
-        """As copy_patches, converting to float32 times ``scale`` in the same pass."""
-        B, N, d = offsets.shape
-        C, Z, Y, X = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-        PZ, PY, PX = out.shape[3], out.shape[4], out.shape[5]
-        for i in prange(B * N):
-            b = i // N
-            n = i - b * N
-            oz = offsets[b, n, d - 3] if d >= 3 else 0
-            oy = offsets[b, n, d - 2] if d >= 2 else 0
-            ox = offsets[b, n, d - 1]
-            lo = min(max(-ox, 0), PX)
-            hi = max(min(X - ox, PX), lo)
-            for c in range(C):
-                for pz in range(PZ):
-                    z = oz + pz
-                    for py in range(PY):
-                        y = oy + py
-                        dst = out[b, n, c, pz, py]
-                        if 0 <= z and z < Z and 0 <= y and y < Y:
-                            for j in range(lo):
-                                dst[j] = 0
-                            src = x[b, c, z, y, ox + lo : ox + hi]
-                            seg = dst[lo:hi]
-                            for j in range(hi - lo):
-                                seg[j] = np.float32(src[j]) * scale
-                            for j in range(hi, PX):
-                                dst[j] = 0
-                        else:
-                            for j in range(PX):
-                                dst[j] = 0
-
-    return SimpleNamespace(copy_patches=copy_patches, scale_patches=scale_patches)
+    return numba_kernels
