@@ -1,40 +1,40 @@
 """``ats-bench extract``: time the extraction backends against physical limits.
 
 For every workload (task-shaped, plus larger ones) and backend it reports the
-median time of :func:`ats.core.extract.extract_patches`, the rate of patch
-bytes written, and the speed-up over the reference loop. Two limits are
-measured in the same run, with the same offsets:
+median time of :func:`ats.core.extract.extract_patches`, its spread, the rate
+of patch bytes written, the page faults per call, and the speed-up over the
+reference loop. Measured in the same run, with the same offsets
+(:mod:`ats.bench.extract_limits`):
 
-* ``memcpy``: ``np.copyto`` of as many bytes as the patches between two
-  preallocated buffers (one thread);
-* ``strided_read``: a parallel numba kernel that reads exactly the image row
-  segments the patches cover and writes nothing.
-
-and two diagnostics that split the numba backend's time in two:
-
-* ``first_touch``: allocating and filling fresh memory of the patches' size
-  (the page faults and the kernel's zeroing of new pages, which the strided
-  read does not pay; glibc serves outputs above 32 MB with fresh pages);
-* ``numba_reused_out``: the numba backend writing into one preallocated
-  output (``extract_patches(..., out=buffer)``), so without those faults.
+* the limits ``memcpy`` and ``strided_read`` (a parallel kernel that reads
+  exactly the row segments the patches cover and writes nothing);
+* ``first_touch``: the cost of fresh memory of the patches' size;
+* ``numba_reused_out``: the path training takes:
+  :class:`~ats.core.model.AttentionSampling` extracts host images into its
+  :class:`~ats.core.buffers.PatchBuffers`, reused once nothing references
+  the previous patches. This measure runs that same code.
+* ``numba_fresh_memory``: the numba backend with an output of fresh memory
+  on every call (``torch.empty``, which glibc serves with new pages above its
+  mmap threshold). ``numba`` is the default call, a new output per call that
+  the backend takes from its pool of dropped outputs
+  (:data:`ats.plugins.extractors.numba.OUTPUTS`).
 
 Every call is cold: the last-level cache is evicted first (by reading a
 buffer several times its size) and the offsets are fresh (drawn inside the
-image by a seeded generator), so no call reuses the previous one's rows.
+image by a seeded generator), so no call reuses the previous one's rows. The
+measures take turns, round by round, so that a change in the machine's load
+hits them all alike; each ratio's spread is the interquartile range of its
+per-round ratios.
 
 Run ``ats-bench extract --help``; :func:`run_benchmark` returns the results.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,234 +42,85 @@ import click
 import numpy as np
 import torch
 
+from ats.bench.extract_limits import (
+    DEFAULT_WORKLOADS,
+    WORKLOADS,
+    Evictor,
+    Workload,
+    first_touch,
+    llc_bytes,
+    machine_info,
+    make_image,
+    minor_faults,
+    random_offsets,
+    strided_read,
+)
+from ats.core.buffers import PatchBuffers
 from ats.core.extract import extract_patches
+from ats.plugins.extractors.numba import NumbaExtractor
 
 __all__ = ["Workload", "WORKLOADS", "BACKENDS", "run_benchmark", "extract_command"]
 
-
-@dataclass(frozen=True)
-class Workload:
-    """One benchmark case: x of ``shape`` (B, C, *spatial), N patches per image."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    n_patches: int
-    patch_size: tuple[int, ...]
-    about: str
-
-    @property
-    def patch_bytes(self) -> int:
-        B, C = self.shape[:2]
-        itemsize = np.dtype(self.dtype).itemsize
-        return B * self.n_patches * C * int(np.prod(self.patch_size)) * itemsize
-
-    @property
-    def image_bytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-
-WORKLOADS: dict[str, Workload] = {
-    w.name: w
-    for w in [
-        Workload("mnist", (32, 1, 1500, 1500), "float32", 10, (50, 50), "Megapixel MNIST"),
-        Workload("speed_limits", (16, 3, 960, 1280), "float32", 5, (100, 100), "speed limits"),
-        Workload("colon", (32, 3, 500, 500), "float32", 10, (27, 27), "colon cancer"),
-        Workload("gigapixel", (1, 3, 16384, 16384), "uint8", 256, (256, 256), "a 268 Mpx slide"),
-        Workload("many_small", (8, 3, 2048, 2048), "float32", 1000, (32, 32), "many small patches"),
-        Workload("smoke", (2, 3, 64, 48), "float32", 4, (8, 6), "tiny, for tests"),
-    ]
-}
-DEFAULT_WORKLOADS = ("mnist", "speed_limits", "colon", "gigapixel", "many_small")
 # torch_cuda is torch on a CUDA copy of x; skipped without CUDA.
 BACKENDS = ("reference", "numba", "torch", "torch_cuda")
-LIMITS = ("memcpy", "strided_read")
+# The ratios compared from run to run: (key, numerator measure, denominator
+# measure), each a ratio of times (higher is better for the first two).
+RATIOS = (
+    ("numba_fraction_of_strided_read", "strided_read", "numba"),
+    ("numba_reused_out_fraction_of_strided_read", "strided_read", "numba_reused_out"),
+    ("numba_fresh_memory_fraction_of_strided_read", "strided_read", "numba_fresh_memory"),
+    ("torch_cpu_over_numba", "torch", "numba"),
+)
+
+Measure = tuple[str, str, Callable[[int], object], bool]  # section, name, fn(call), CUDA sync
 
 
-# -- machine -----------------------------------------------------------------------
-
-
-def llc_bytes(default: int = 32 << 20) -> int:
-    """Size of the last-level cache from sysfs (``default`` if unreadable)."""
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    best = (0, 0)
-    try:
-        for index in base.glob("index*"):
-            if (index / "type").read_text().strip() == "Instruction":
-                continue
-            level = int((index / "level").read_text())
-            size = _parse_size((index / "size").read_text())
-            best = max(best, (level, size))
-    except (OSError, ValueError):
-        return default
-    return best[1] or default
-
-
-def _parse_size(text: str) -> int:
-    text = text.strip().upper()
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    if text and text[-1] in units:
-        return int(text[:-1]) * units[text[-1]]
-    return int(text)
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, library versions and GPU name, for the header."""
-    import numba
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "llc_bytes": llc_bytes(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numba": numba.__version__,
-        "numpy": np.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numba_threads": numba.get_num_threads(),
-    }
-
-
-# -- cold-cache helpers ----------------------------------------------------------------
-
-
-class Evictor:
-    """Evicts the caches by reading a buffer several times the LLC size."""
-
-    def __init__(self, nbytes: int) -> None:
-        self.buffer = np.ones(max(nbytes, 1 << 20) // 8, dtype=np.int64)  # touched: mapped
-        self.gpu = None
-        if torch.cuda.is_available():
-            l2 = torch.cuda.get_device_properties(0).L2_cache_size or (64 << 20)
-            self.gpu = torch.empty(4 * l2, dtype=torch.uint8, device="cuda")
-
-    def __call__(self) -> None:
-        # One int64 per 64-byte line is enough to bring each line in.
-        self.buffer[::8].sum()
-        if self.gpu is not None:
-            self.gpu.zero_()
-            torch.cuda.synchronize()
-
-
-@functools.cache
-def _read_kernel():
-    from numba import njit, prange
-
-    @njit(parallel=True, cache=True, nogil=True)
-    def read_rows(x, offsets, PZ, PY, PX):  # pragma: no cover - compiled
-        """Read the row segments the patches cover; x (B,C,Z,Y,X) bytes."""
-        B, N = offsets.shape[0], offsets.shape[1]
-        C, Z, Y, X = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-        acc = np.zeros(B * N, np.uint8)
-        for i in prange(B * N):
-            b = i // N
-            n = i - b * N
-            oz, oy, ox = offsets[b, n, 0], offsets[b, n, 1], offsets[b, n, 2]
-            lo, hi = max(ox, 0), min(ox + PX, X)
-            a = np.uint8(0)
-            for c in range(C):
-                for z in range(max(oz, 0), min(oz + PZ, Z)):
-                    for y in range(max(oy, 0), min(oy + PY, Y)):
-                        if hi > lo:
-                            # max() is a vectorised reduction: the read runs at
-                            # memory speed, and returning it keeps it alive.
-                            a = max(a, x[b, c, z, y, lo:hi].max())
-            acc[i] = a
-        return acc
-
-    return read_rows
-
-
-def strided_read(x: np.ndarray, offsets: np.ndarray, patch: tuple[int, ...]) -> int:
-    """Read exactly the image rows the patches cover (no output is written)."""
-    B, N, d = offsets.shape
-    x5 = x[(slice(None), slice(None)) + (None,) * (3 - d)]
-    isz = x5.itemsize
-    off3 = np.zeros((B, N, 3), np.int64)
-    off3[..., 3 - d :] = offsets
-    off3[..., 2] *= isz
-    p3 = (1,) * (3 - d) + tuple(patch)
-    return int(_read_kernel()(x5.view(np.uint8), off3, p3[0], p3[1], p3[2] * isz).max())
-
-
-# -- timing ----------------------------------------------------------------------------
-
-
-def _cold_time(
-    fn: Callable[[int], object], i: int, evict: Callable[[], None], sync: bool
-) -> float:
-    """Milliseconds of ``fn(i)`` right after a cache eviction."""
+def _cold_call(fn: Callable[[int], object], i: int, evict: Callable[[], None],
+               sync: bool) -> tuple[float, int]:
+    """Milliseconds and minor page faults of ``fn(i)`` right after an eviction."""
     evict()
+    faults = minor_faults()
     t0 = time.perf_counter()
     fn(i)
     if sync:
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) * 1e3
+    ms = (time.perf_counter() - t0) * 1e3
+    return ms, minor_faults() - faults
 
 
-def _make_image(w: Workload, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.empty(w.shape, dtype=getattr(torch, w.dtype))
-    if x.dtype.is_floating_point:
-        x.uniform_(generator=g)
-    else:
-        x.random_(0, 256, generator=g)
-    return x
+def _quartiles(values: Sequence[float]) -> list[float]:
+    """[first, third] quartile (both the value itself for one value)."""
+    if len(values) < 2:
+        return [values[0], values[0]] if values else [float("nan")] * 2
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return [q[0], q[2]]
 
 
-def _offsets(w: Workload, rng: np.random.Generator) -> np.ndarray:
-    """(B, N, d) starts with every patch inside the image."""
-    B, spatial = w.shape[0], w.shape[2:]
-    cols = [rng.integers(0, s - p + 1, (B, w.n_patches)) for s, p in zip(spatial, w.patch_size)]
-    return np.stack(cols, -1).astype(np.int64)
-
-
-def run_workload(
-    w: Workload,
-    backends: Sequence[str],
-    repeats: int,
-    evict: Evictor,
-    seed: int = 0,
-    log: Callable[[str], None] = lambda s: None,
-) -> dict[str, Any]:
-    """Time ``backends`` and the two limits on one workload."""
-    log(f"[{w.name}] allocating x {_shape(w.shape)} {w.dtype} ({w.image_bytes / 1e9:.2f} GB)")
-    x = _make_image(w, seed)
+def _measures(w: Workload, x: torch.Tensor, offs: list[np.ndarray],
+              backends: Sequence[str], log: Callable[[str], None]) -> list[Measure]:
+    """Everything timed on one workload, with the same offsets for all."""
     xn = x.numpy()
-    rng = np.random.default_rng(seed)
-    # Call 0 warms up, calls 1..repeats are timed: fresh offsets each call.
-    offs = [_offsets(w, rng) for _ in range(repeats + 1)]
     offs_t = [torch.from_numpy(o) for o in offs]
-    result: dict[str, Any] = {
-        "shape": list(w.shape), "dtype": w.dtype, "n_patches": w.n_patches,
-        "patch_size": list(w.patch_size), "patch_bytes": w.patch_bytes, "about": w.about,
-        "backends": {}, "limits": {}, "diagnostics": {},
-    }
-
-    # (section, name, fn(call index), needs CUDA sync); all cold, same offsets.
-    measures: list[tuple[str, str, Callable[[int], object], bool]] = []
     src = np.ones(w.patch_bytes, np.uint8)
     dst = np.zeros(w.patch_bytes, np.uint8)
-    measures.append(("limits", "memcpy", lambda i: np.copyto(dst, src), False))
-    measures.append(
-        ("limits", "strided_read", lambda i: strided_read(xn, offs[i], w.patch_size), False)
-    )
-    measures.append(("diagnostics", "first_touch",
-                     lambda i: torch.empty(w.patch_bytes, dtype=torch.uint8).fill_(0), False))
+    measures: list[Measure] = [
+        ("limits", "memcpy", lambda i: np.copyto(dst, src), False),
+        ("limits", "strided_read", lambda i: strided_read(xn, offs[i], w.patch_size), False),
+        ("diagnostics", "first_touch", lambda i: first_touch(w.patch_bytes), False),
+    ]
     if "numba" in backends:
-        out = torch.zeros((w.shape[0], w.n_patches, w.shape[1], *w.patch_size), dtype=x.dtype)
-        measures.append(("diagnostics", "numba_reused_out",
-                         lambda i: extract_patches(x, offs_t[i], w.patch_size, backend="numba",
-                                                   out=out),
+        buffers = PatchBuffers()
+        shape = (w.shape[0], w.n_patches, w.shape[1], *w.patch_size)
+
+        def training_path(i: int) -> torch.Tensor:
+            out = buffers.take(shape, x.dtype)
+            return extract_patches(x, offs_t[i], w.patch_size, backend="numba", out=out)
+
+        measures.append(("diagnostics", "numba_reused_out", training_path, False))
+        fresh = NumbaExtractor()
+        fresh.outputs = None  # fresh memory every call, as torch.empty gives it
+        measures.append(("diagnostics", "numba_fresh_memory",
+                         lambda i: extract_patches(x, offs_t[i], w.patch_size, backend=fresh),
                          False))
     for name in backends:
         if name == "torch_cuda":
@@ -284,43 +135,64 @@ def run_workload(
             return extract_patches(xd, od[i], w.patch_size, backend=backend)
 
         measures.append(("backends", name, call, name == "torch_cuda"))
+    return measures
 
-    # Warm up (numba compiles or loads its cache) with offsets 0; a slow
-    # reference loop gets fewer timed calls.
+
+def run_workload(
+    w: Workload,
+    backends: Sequence[str],
+    repeats: int,
+    evict: Evictor,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Time ``backends``, the limits and the diagnostics on one workload."""
+    log(f"[{w.name}] allocating x {_shape(w.shape)} {w.dtype} ({w.image_bytes / 1e9:.2f} GB)")
+    x = make_image(w, seed)
+    rng = np.random.default_rng(seed)
+    # Call 0 warms up, calls 1..repeats are timed: fresh offsets each call.
+    offs = [random_offsets(w, rng) for _ in range(repeats + 1)]
+    measures = _measures(w, x, offs, backends, log)
+    # Warm up (numba compiles or loads its cache); a slow reference loop gets
+    # fewer timed calls.
     n_calls = {}
-    for section, name, fn, sync in measures:
+    for _, name, fn, sync in measures:
         log(f"[{w.name}] warm-up {name}")
-        warm_ms = _cold_time(fn, 0, lambda: None, sync)
-        n_calls[name] = repeats
-        if name == "reference" and warm_ms * repeats > 10_000:
-            n_calls[name] = min(repeats, 3)
-    # Round-robin over the measures, so that a change in the machine's load
-    # hits them all alike.
+        warm_ms, _ = _cold_call(fn, 0, lambda: None, sync)
+        n_calls[name] = min(repeats, 3) if name == "reference" and warm_ms * repeats > 10_000 \
+            else repeats
     times: dict[str, list[float]] = {name: [] for _, name, _, _ in measures}
-    for r, i in enumerate(range(1, repeats + 1)):
+    faults: dict[str, list[int]] = {name: [] for _, name, _, _ in measures}
+    for r in range(repeats):
         log(f"[{w.name}] round {r + 1}/{repeats}")
-        for section, name, fn, sync in measures:
+        for _, name, fn, sync in measures:
             if r < n_calls[name]:
-                times[name].append(_cold_time(fn, i, evict, sync))
+                ms, nf = _cold_call(fn, r + 1, evict, sync)
+                times[name].append(ms)
+                faults[name].append(nf)
+
+    result: dict[str, Any] = {
+        "shape": list(w.shape), "dtype": w.dtype, "n_patches": w.n_patches,
+        "patch_size": list(w.patch_size), "patch_bytes": w.patch_bytes, "about": w.about,
+        "backends": {}, "limits": {}, "diagnostics": {},
+    }
     for section, name, _, _ in measures:
         ms = statistics.median(times[name])
-        result[section][name] = {"ms": ms, "gbps": w.patch_bytes / ms / 1e6,
-                                 "repeats": len(times[name]), "times_ms": times[name]}
-
-    b, lim = result["backends"], result["limits"]
-    ref = b.get("reference")
-    for entry in b.values():
+        result[section][name] = {
+            "ms": ms, "gbps": w.patch_bytes / ms / 1e6, "repeats": len(times[name]),
+            "times_ms": times[name], "iqr_ms": _quartiles(times[name]),
+            "faults": statistics.median(faults[name]),
+        }
+    ref = result["backends"].get("reference")
+    for entry in result["backends"].values():
         entry["speedup_vs_reference"] = ref["ms"] / entry["ms"] if ref else None
-    result["numba_fraction_of_strided_read"] = (
-        lim["strided_read"]["ms"] / b["numba"]["ms"] if "numba" in b else None
-    )
-    reused = result["diagnostics"].get("numba_reused_out")
-    result["numba_reused_out_fraction_of_strided_read"] = (
-        lim["strided_read"]["ms"] / reused["ms"] if reused else None
-    )
-    result["torch_cpu_over_numba"] = (
-        b["torch"]["ms"] / b["numba"]["ms"] if "numba" in b and "torch" in b else None
-    )
+    for key, num, den in RATIOS:
+        if num in times and den in times:
+            result[key] = statistics.median(times[num]) / statistics.median(times[den])
+            per_round = [a / b for a, b in zip(times[num], times[den])]
+            result[key + "_iqr"] = _quartiles(per_round)
+        else:
+            result[key] = result[key + "_iqr"] = None
     return result
 
 
@@ -392,41 +264,52 @@ def format_report(results: dict[str, Any]) -> str:
         f"GPU: {m['gpu'] or 'none'}",
         f"python {m['python']}, torch {m['torch']}, numba {m['numba']}, numpy {m['numpy']}; "
         f"threads: torch {m['torch_threads']}, numba {m['numba_threads']}",
-        f"cold calls: median of {s['repeats']}, caches evicted by reading "
-        f"{s['evict_bytes'] >> 20} MiB, fresh offsets each call (seed {s['seed']})",
+        f"cold calls: median of {s['repeats']} (IQR: interquartile range), caches evicted by "
+        f"reading {s['evict_bytes'] >> 20} MiB, fresh offsets each call (seed {s['seed']})",
         "",
-        f"{'workload':<13} {'backend':<18} {'ms':>9} {'GB/s':>7} {'vs ref':>8}",
+        f"{'workload':<13} {'backend':<18} {'ms':>9} {'IQR ms':>15} {'GB/s':>7} "
+        f"{'faults':>7} {'vs ref':>8}",
     ]
     for name, r in results["workloads"].items():
         lines.append(
             f"{name} -- x {_shape(r['shape'])} {r['dtype']}, N={r['n_patches']}, patch "
             f"{_shape(r['patch_size'])}, patches {r['patch_bytes'] / 1e6:.1f} MB"
         )
-        for key, e in r["backends"].items():
-            sp = e["speedup_vs_reference"]
-            sp_txt = f"{sp:7.1f}x" if sp else f"{'-':>8}"
-            lines.append(f"{'':<13} {key:<18} {e['ms']:9.2f} {e['gbps']:7.2f} {sp_txt}")
-        for key, e in r["limits"].items():
-            lines.append(f"{'':<13} {'[' + key + ']':<18} {e['ms']:9.2f} {e['gbps']:7.2f}")
-        for key, e in r["diagnostics"].items():
-            lines.append(f"{'':<13} {'(' + key + ')':<18} {e['ms']:9.2f} {e['gbps']:7.2f}")
+        rows = [(k, e) for k, e in r["backends"].items()]
+        rows += [("[" + k + "]", e) for k, e in r["limits"].items()]
+        rows += [("(" + k + ")", e) for k, e in r["diagnostics"].items()]
+        for key, e in rows:
+            sp = e.get("speedup_vs_reference")
+            sp_txt = f"{sp:7.1f}x" if sp else f"{'':>8}"
+            iqr = f"{e['iqr_ms'][0]:.2f}-{e['iqr_ms'][1]:.2f}"
+            lines.append(f"{'':<13} {key:<18} {e['ms']:9.2f} {iqr:>15} {e['gbps']:7.2f} "
+                         f"{e['faults']:7.0f} {sp_txt}")
     lines += [
         "",
-        "[limits] measured with the same bytes/rows; (diagnostics) split numba's time.",
+        "[limits] measured with the same bytes/rows. (diagnostics): numba_reused_out is the "
+        "path training takes",
+        "(AttentionSampling's reused patch buffers); numba_fresh_memory is numba writing fresh "
+        "pages every call;",
+        "first_touch is what those cost alone. faults: minor page faults per call.",
         "",
-        f"{'workload':<13} {'numba/read rate':>16} {'reused-out/read':>16} "
-        f"{'torch-cpu/numba time':>21}",
+        f"{'workload':<13} {'numba/read rate':>22} {'reused-out/read':>22} "
+        f"{'fresh-memory/read':>22} {'torch-cpu/numba time':>24}",
     ]
 
-    def fmt(v: float | None, suffix: str = "") -> str:
-        return f"{v:.2f}{suffix}" if v else "-"
+    def fmt(r: dict[str, Any], key: str, suffix: str = "") -> str:
+        v, iqr = r.get(key), r.get(key + "_iqr")
+        if not v:
+            return "-"
+        return f"{v:.2f}{suffix} [{iqr[0]:.2f}-{iqr[1]:.2f}]"
 
     for name, r in results["workloads"].items():
         lines.append(
-            f"{name:<13} {fmt(r['numba_fraction_of_strided_read']):>16} "
-            f"{fmt(r['numba_reused_out_fraction_of_strided_read']):>16} "
-            f"{fmt(r['torch_cpu_over_numba'], 'x'):>21}"
+            f"{name:<13} {fmt(r, 'numba_fraction_of_strided_read'):>22} "
+            f"{fmt(r, 'numba_reused_out_fraction_of_strided_read'):>22} "
+            f"{fmt(r, 'numba_fresh_memory_fraction_of_strided_read'):>22} "
+            f"{fmt(r, 'torch_cpu_over_numba', 'x'):>24}"
         )
+    lines.append("(median ratio [interquartile range of the per-round ratios])")
     return "\n".join(lines)
 
 
