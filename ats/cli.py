@@ -177,9 +177,11 @@ class _LazyGroup(click.Group):
 @click.group(name="ats-bench", cls=_LazyGroup, lazy={
     "extract": "ats.bench.extract:extract_command",
     "train": "ats.bench.train:train_command",
+    "sources": "ats.bench.sources:sources_command",
+    "step": "ats.bench.step:step_command",
 })
 def bench_main() -> None:
-    """Benchmarks: extraction backends and training cost per sample."""
+    """Benchmarks: extraction backends, image sources and training cost per sample."""
 
 
 @click.group(name="ats-make", cls=_LazyGroup, lazy={

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ats.cli import bench_main, plugins_main, run_main
+from ats.cli import bench_main, make_main, plugins_main, run_main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
@@ -45,6 +45,11 @@ def _ats_run_lines():
 def test_ats_run_commands_resolve_and_build(line, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = shlex.split(line)[1:]
+    if "images" in args and "--data-dir" in args:
+        # the task sizes its model from the folder's label table (the only file it reads)
+        folder = tmp_path / args[args.index("--data-dir") + 1]
+        folder.mkdir()
+        (folder / "labels.csv").write_text("path,label\na.tif,cat\nb.tif,dog\n")
     result = CliRunner().invoke(run_main, [*args, "--print-config"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "runs").exists()  # nothing written
@@ -77,6 +82,7 @@ def test_other_commands_shown_answer():
         if line.startswith("ats-plugins"):
             result = CliRunner().invoke(plugins_main, shlex.split(line)[1:])
             assert result.exit_code == 0, result.output
-        elif line.startswith("ats-bench"):
-            result = CliRunner().invoke(bench_main, [*shlex.split(line)[1:], "--help"])
+        elif line.startswith(("ats-bench", "ats-make")):
+            main = bench_main if line.startswith("ats-bench") else make_main
+            result = CliRunner().invoke(main, [*shlex.split(line)[1:], "--help"])
             assert result.exit_code == 0, result.output

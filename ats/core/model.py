@@ -30,6 +30,8 @@ class ATSOutput:
         offsets: (B, N, d) top-left corner of each patch in x_high pixels.
         samples: (B, N, d) the sampled positions on the attention grid.
         probs: (B, N) the attention probability of each sampled position.
+        patch_features: (B, N, D) the feature of each patch (for auxiliary
+            losses and inspection; the estimate above is what a head reads).
     """
 
     features: Tensor
@@ -38,6 +40,7 @@ class ATSOutput:
     offsets: Tensor
     samples: Tensor
     probs: Tensor
+    patch_features: Tensor | None = None
 
 
 class AttentionSampling(nn.Module):
@@ -122,23 +125,20 @@ class AttentionSampling(nn.Module):
 
         Args:
             x_low: (B, C, *low) the low-resolution view, on the model's device.
-            x_high: (B, C, *high) the full-resolution images, anywhere.
+            x_high: (B, C, *high) the full-resolution images, anywhere; or a
+                batch of image sources (:class:`ats.sources.SourceBatch`, or a
+                list of sources), 2-D images of their own sizes read lazily
+                (docs/sources.md, "Images of different sizes").
             generator: randomness for the sampler (on x_low's device).
             deterministic: take the N most probable positions instead of
                 sampling (an inference-time ablation; not unbiased).
         """
+        if not isinstance(x_high, (Tensor, np.ndarray)) and _is_sources(x_high):
+            return self._forward_sources(x_low, x_high, generator, deterministic)
         patch_size = self._check_inputs(x_low, x_high)
         attention = self.attention_map(x_low)
-        if attention.ndim != x_low.ndim - 1:
-            raise ValueError(
-                f"the attention network must return (B, 1, *space) or (B, *space) with "
-                f"{x_low.ndim - 2} spatial dims like x_low {tuple(x_low.shape)}, got "
-                f"attention of shape {tuple(attention.shape)}"
-            )
-        if deterministic:
-            samples, probs = self.sampler.top(attention, self.n_patches)
-        else:
-            samples, probs = self.sampler.sample(attention, self.n_patches, generator=generator)
+        self._check_attention(attention, x_low)
+        samples, probs = self._draw(attention, generator, deterministic)
         offsets = patch_offsets(
             samples,
             sample_space=tuple(attention.shape[1:]),
@@ -148,13 +148,76 @@ class AttentionSampling(nn.Module):
             receptive_field=self.receptive_field,
         )
         patches = self._extract(x_high, offsets, patch_size, x_low.device)
+        return self._estimate(x_low, attention, patches, offsets, samples, probs)
+
+    def _check_attention(self, attention: Tensor, x_low: Tensor) -> None:
+        if attention.ndim != x_low.ndim - 1:
+            raise ValueError(
+                f"the attention network must return (B, 1, *space) or (B, *space) with "
+                f"{x_low.ndim - 2} spatial dims like x_low {tuple(x_low.shape)}, got "
+                f"attention of shape {tuple(attention.shape)}"
+            )
+
+    def _draw(self, attention: Tensor, generator: torch.Generator | None,
+              deterministic: bool) -> tuple[Tensor, Tensor]:
+        if deterministic:
+            return self.sampler.top(attention, self.n_patches)
+        return self.sampler.sample(attention, self.n_patches, generator=generator)
+
+    def _estimate(self, x_low: Tensor, attention: Tensor, patches: Tensor, offsets: Tensor,
+                  samples: Tensor, probs: Tensor) -> ATSOutput:
+        """The features of the patches and the sampler's estimate of their mean."""
         if patches.is_floating_point() and patches.dtype != x_low.dtype:
             patches = patches.to(x_low.dtype)
         b, n = patches.shape[:2]
         feats = self.feature(patches.reshape(b * n, *patches.shape[2:]))
         feats = feats.reshape(b, n, -1)
         expected = self.sampler.expectation(feats, probs)
-        return ATSOutput(expected, attention, patches, offsets, samples, probs)
+        return ATSOutput(expected, attention, patches, offsets, samples, probs, feats)
+
+    def _forward_sources(self, x_low: Tensor, x_high: object,
+                         generator: torch.Generator | None, deterministic: bool) -> ATSOutput:
+        """:meth:`forward` on a batch of sources: each item's low view may fill
+        only part of ``x_low`` (the rest is padding, never sampled) and its
+        patches are read from its own full-resolution frame (docs/sources.md)."""
+        from ats.sources import frames
+        from ats.sources.batch import as_source_batch
+
+        batch = as_source_batch(x_high)
+        patch_size = self._check_sources(x_low, batch)
+        low_sizes = batch.low_sizes_for(x_low)
+        scores = self.attention(x_low)
+        space = tuple(scores.shape[-2:])
+        valid = frames.valid_cells(low_sizes, space, tuple(x_low.shape[2:]), self.receptive_field)
+        fewest = int(valid.flatten(1).sum(1).min())
+        if not self.sampler.replace and fewest < self.n_patches:
+            raise ValueError(f"an item's low view covers {fewest} attention cells, fewer than "
+                             f"n_patches={self.n_patches}; enlarge its low view or use "
+                             "with_replacement")
+        attention = frames.masked_attention_softmax(scores, valid.to(scores.device),
+                                                    self.smoothing)
+        self._check_attention(attention, x_low)
+        samples, probs = self._draw(attention, generator, deterministic)
+        dev = samples.device
+        offsets = frames.item_offsets(samples, space, tuple(x_low.shape[2:]), low_sizes.to(dev),
+                                      batch.high_sizes.to(dev), patch_size,
+                                      self.receptive_field)
+        patches = self.read_sources(batch, offsets, patch_size, x_low.device)
+        return self._estimate(x_low, attention, patches, offsets, samples, probs)
+
+    def read_sources(self, sources: Sequence, offsets: Tensor, patch_size: tuple[int, ...],
+                     device: torch.device) -> Tensor:
+        """The float32 patches of a batch of sources, on ``device``: read by
+        :func:`ats.sources.read_patches` (only the tiles they touch) into a
+        reused host buffer, moved like :meth:`_extract`'s."""
+        from ats.sources.read import read_patches
+
+        shape = (*offsets.shape[:2], sources[0].channels, *patch_size)
+        pinned = device.type == "cuda"
+        out = None if self.patch_buffers is None else \
+            self.patch_buffers.take(shape, torch.float32, pinned=pinned)
+        patches = read_patches(sources, offsets.cpu(), patch_size, as_float=True, out=out)
+        return self._to_device(patches, device, pinned and out is not None)
 
     def _extract(self, x_high: Tensor | np.ndarray, offsets: Tensor, patch_size: tuple[int, ...],
                  device: torch.device) -> Tensor:
@@ -170,12 +233,31 @@ class AttentionSampling(nn.Module):
         pinned = device.type == "cuda"
         out = self.patch_buffers.take(shape, dtype, pinned=pinned)
         patches = self.extractor(x_high, offsets, patch_size, as_float=as_float, out=out)
+        return self._to_device(patches, device, pinned)
+
+    def _to_device(self, patches: Tensor, device: torch.device, pinned: bool) -> Tensor:
+        """Host patches on ``device``; from a pinned buffer without blocking."""
         if not pinned:
             return patches.to(device)
         moved = patches.to(device, non_blocking=True)
         # The buffer is held until this copy, queued on device's stream, is done.
         self.patch_buffers.copied(patches, torch.cuda.current_stream(device))
         return moved
+
+    def _check_sources(self, x_low: Tensor, batch: Sequence) -> tuple[int, ...]:
+        """Validate a batch of sources; returns the 2-D patch size."""
+        if not isinstance(x_low, Tensor) or x_low.ndim != 4:
+            raise ValueError(f"with image sources as x_high, x_low must be a (B, C, h, w) "
+                             f"tensor, got {getattr(x_low, 'shape', type(x_low).__name__)}")
+        if len(batch) != x_low.shape[0]:
+            raise ValueError(f"x_low and x_high must have the same batch size, got "
+                             f"{x_low.shape[0]} and {len(batch)} sources")
+        patch = as_patch_size(self.patch_size, 2)
+        small = [i for i, s in enumerate(batch) if any(p > h for p, h in zip(patch, s.shape[1:]))]
+        if small:
+            raise ValueError(f"patch_size {patch} is larger than the image of item {small[0]}, "
+                             f"{batch[small[0]].shape[1:]}")
+        return patch
 
     def _check_inputs(self, x_low: Tensor, x_high: Tensor | np.ndarray) -> tuple[int, ...]:
         """Validate the inputs; returns the patch size with one entry per dim."""
@@ -223,6 +305,12 @@ class AttentionSampling(nn.Module):
             f"extractor={getattr(self.extractor, 'name', self.extractor)!r}, "
             f"smoothing={self.smoothing}"
         )
+
+
+def _is_sources(x_high: object) -> bool:
+    from ats.sources.batch import is_sources
+
+    return is_sources(x_high)
 
 
 def _in_host_memory(x: Tensor | np.ndarray) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -145,9 +146,15 @@ class Source:
 
     @property
     def key(self) -> str:
-        """Names the pixels for the tile cache: equal keys, equal tiles."""
-        ident = self.identity()
-        return repr(ident) if ident is not None else f"memory:{id(self)}"
+        """Names the pixels for the tile cache and the handle table: equal
+        keys, equal tiles. Taken once, from the file as it was first seen (a
+        lookup per tile must not cost a ``stat``), and pickled with the source."""
+        key = self.__dict__.get("_key")
+        if key is None:
+            ident = self.identity()
+            # in memory: a name of its own, shared by its pickled copies only
+            key = self._key = repr(ident) if ident is not None else f"memory:{uuid.uuid4().hex}"
+        return key
 
     def identity(self) -> tuple | None:
         """The file's identity (name, path, size, modification time) for the
