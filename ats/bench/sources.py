@@ -10,7 +10,8 @@ under deflate), kept in RAM and written as
   through the ``tiff`` source with an empty decoded-tile cache per call;
 * an uncompressed ``.npy`` read through a memory map (``memmap``);
 
-and read from RAM too (``ram``: an in-memory array source). Every call gets
+and read from RAM too (``ram``: an in-memory array source), as float32 in
+[0, 1] (as the model reads them) into one reused output. Every call gets
 fresh offsets (the same for every row of one round). ``cold`` rows drop the
 file's pages from the OS page cache first (``posix_fadvise``), so the bytes
 come from the disk; ``warm`` rows find them in the page cache. The limit is
@@ -88,7 +89,7 @@ def run_sources_benchmark(workload: str | Workload = "gigapixel", repeats: int =
                           folder: str | os.PathLike | None = None, seed: int = 0,
                           log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run the benchmark; returns ``{"machine", "workload", "files", "rows"}``."""
-    from ats.sources import TileCache, open_source, read_patches
+    from ats.sources import TileCache, close_handles, open_source, read_patches
 
     w = WORKLOADS[workload] if isinstance(workload, str) else workload
     if len(w.shape) != 4 or w.shape[0] != 1:
@@ -108,10 +109,12 @@ def run_sources_benchmark(workload: str | Workload = "gigapixel", repeats: int =
         offsets = [random_offsets(w, rng) for _ in range(repeats + 1)]
         patch = w.patch_size
         cached = TileCache()
+        # one reused output, as the model's patch buffers are: no fresh pages per call
+        out = torch.empty((1, w.n_patches, shape[0], *patch), dtype=torch.float32)
 
         def reader(name: str, cache: TileCache | None = None) -> Callable[[int], object]:
             def call(i: int) -> object:
-                return read_patches([sources[name]], offsets[i], patch, as_float=True,
+                return read_patches([sources[name]], offsets[i], patch, as_float=True, out=out,
                                     cache=cache if cache is not None else TileCache())
             return call
 
@@ -119,7 +122,10 @@ def run_sources_benchmark(workload: str | Workload = "gigapixel", repeats: int =
             pass
 
         def drop(name: str) -> Callable[[int], None]:
-            return lambda i: _drop_page_cache(Path(sources[name].path))
+            def cold(i: int) -> None:
+                close_handles()  # a mapped file's pages are dropped only once unmapped
+                _drop_page_cache(Path(sources[name].path))
+            return cold
 
         def fill_cache(i: int) -> None:  # the timed call then finds every tile decoded
             cached.clear()

@@ -17,6 +17,7 @@ own, and a batch of unpickled sources reuses the handles opened before.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import uuid
@@ -26,7 +27,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-__all__ = ["Source", "SourceError", "SUPPORTED_DTYPES", "file_identity", "handle", "close_handles"]
+__all__ = ["Source", "SourceError", "SUPPORTED_DTYPES", "file_identity", "handle", "close_handles",
+           "release_mapped_pages"]
 
 #: the dtypes extraction reads (those of ats.core.extract); others are refused at open
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32),
@@ -197,6 +199,18 @@ def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
 def _suffix_in(path: str | os.PathLike, suffixes: tuple[str, ...]) -> bool:
     name = os.fspath(path).lower().rstrip("/\\")
     return any(name.endswith(s) for s in suffixes)
+
+
+def release_mapped_pages(array: np.ndarray) -> None:
+    """Unmap the pages this process touched in a memory-mapped ``array`` (they
+    stay in the OS page cache, and come back on the next read): the resident
+    set then holds what is being read, not every page ever read. A no-op
+    for arrays in memory."""
+    base: Any = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is not None and not base.closed:
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 # -- open handles, per process ------------------------------------------------------

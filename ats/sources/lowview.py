@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ats.core.extract import float_scale
-from ats.sources.base import Source
+from ats.sources.base import Source, release_mapped_pages
 from ats.sources.cache import TileCache
 from ats.sources.read import fetch_tiles
 
@@ -115,6 +115,7 @@ def _blocks(source: Source, level: int, threads: int | None
         for y0 in range(0, H, BLOCK):
             for x0 in range(0, W, BLOCK):
                 yield y0, x0, array[:, y0:y0 + BLOCK, x0:x0 + BLOCK]
+            release_mapped_pages(array)  # streaming a memory map must not keep it resident
         return
     (th, tw), (ny, nx) = source.tile_shapes[level], source.tile_grid(level)
     no_cache = TileCache(0)

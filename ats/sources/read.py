@@ -25,7 +25,7 @@ import torch
 
 from ats.core.extract import extract_patches, float_scale
 from ats.core.geometry import as_patch_size
-from ats.sources.base import Source
+from ats.sources.base import Source, release_mapped_pages
 from ats.sources.cache import TileCache, default_cache
 
 __all__ = ["read_patches", "fetch_tiles", "tile_plan"]
@@ -74,18 +74,10 @@ def read_patches(sources: Sequence[Source], offsets: torch.Tensor | np.ndarray,
         if a is not None:  # read in place, as a (1, C, H, W) tensor would be
             extract_patches(a[None], off[b:b + 1], patch, backend="auto", as_float=as_float,
                             out=out[b:b + 1])
+            release_mapped_pages(a)  # a memory map's RSS stays what one batch reads
     if tiled:
-        direct = len(tiled) == B and not as_float
-        raw = out if direct else torch.empty((len(tiled), N, C, *patch),
-                                             dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
-        _copy_tiled([sources[b] for b in tiled], off[tiled], patch, level, raw,
-                    cache if cache is not None else default_cache(), threads)
-        if not direct:
-            index = torch.tensor(tiled)
-            if as_float:
-                out[index] = raw.to(torch.float32).mul_(float_scale(dtype))
-            else:
-                out[index] = raw
+        _copy_tiled([sources[b] for b in tiled], np.array(tiled, np.int64), off[tiled], patch,
+                    level, out, cache if cache is not None else default_cache(), threads)
     return out
 
 
@@ -145,9 +137,11 @@ def tile_plan(source: Source, offsets: np.ndarray, patch: tuple[int, int],
     return first, np.where(used, ty * nx + tx, -1), span
 
 
-def _copy_tiled(sources: list[Source], off: np.ndarray, patch: tuple[int, int], level: int,
-                out: torch.Tensor, cache: TileCache, threads: int | None) -> None:
-    """Fill ``out`` (B, N, C, ph, pw) of the sources' dtype from their tiles."""
+def _copy_tiled(sources: list[Source], items: np.ndarray, off: np.ndarray,
+                patch: tuple[int, int], level: int, out: torch.Tensor, cache: TileCache,
+                threads: int | None) -> None:
+    """Fill rows ``items`` of ``out`` (B, N, C, ph, pw), of the sources' dtype
+    or float32 (then scaled to [0, 1]), from the sources' tiles."""
     B, N = off.shape[:2]
     plans = [tile_plan(s, off[b], patch, level) for b, s in enumerate(sources)]
     MY = max(p[2][0] for p in plans)
@@ -164,16 +158,16 @@ def _copy_tiled(sources: list[Source], off: np.ndarray, patch: tuple[int, int], 
         first[b] = f
         wanted += [(s, level, int(c) // nx, int(c) % nx) for c in codes if c >= 0]
     if not wanted:
-        out.zero_()
+        out[torch.from_numpy(items)] = 0
         return
     tiles = fetch_tiles(wanted, cache, threads)
     from ats.sources.kernels import copy_from_tiles, typed_tiles  # imports numba
 
     sizes = np.array([s.level_shapes[level] for s in sources], np.int64)
     tshape = np.array([s.tile_shapes[level] for s in sources], np.int64)
-    unit = out.element_size()
-    view = out.numpy().view(np.uint8).reshape(*out.shape[:4], -1)
-    copy_from_tiles(typed_tiles(tiles), table, first, off, sizes, tshape, view, unit)
+    scale = np.float32(float_scale(sources[0].dtype))
+    copy_from_tiles(typed_tiles(tiles), items, table, first, off, sizes, tshape, out.numpy(),
+                    scale)
 
 
 def fetch_tiles(wanted: Sequence[tuple[Source, int, int, int]], cache: TileCache | None = None,

@@ -99,3 +99,20 @@ def test_tile_cache_is_bounded_in_bytes_least_recently_used_first():
     assert cache.get(9) is None and len(cache) == 3
     with pytest.raises(ValueError, match="max_bytes"):
         TileCache(-1)
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+def test_streaming_a_memory_map_leaves_it_unmapped(tmp_path):
+    x = np.full((1, 8192, 8192), 200, np.uint8)  # 64 MiB on disk
+    np.save(tmp_path / "big.npy", x)
+    del x
+    source = open_source(tmp_path / "big.npy")
+    before = _rss_file_kib()
+    view = low_view(source, (16, 16))
+    assert np.allclose(view, 200 / 255)
+    # at most one 1024-row band (8 MiB) is ever mapped at once, and none after
+    assert _rss_file_kib() - before < 8 << 10
