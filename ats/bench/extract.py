@@ -267,7 +267,7 @@ def format_report(results: dict[str, Any]) -> str:
         f"cold calls: median of {s['repeats']} (IQR: interquartile range), caches evicted by "
         f"reading {s['evict_bytes'] >> 20} MiB, fresh offsets each call (seed {s['seed']})",
         "",
-        f"{'workload':<13} {'backend':<18} {'ms':>9} {'IQR ms':>15} {'GB/s':>7} "
+        f"{'workload':<13} {'backend':<21} {'ms':>9} {'IQR ms':>15} {'GB/s':>7} "
         f"{'faults':>7} {'vs ref':>8}",
     ]
     for name, r in results["workloads"].items():
@@ -282,7 +282,7 @@ def format_report(results: dict[str, Any]) -> str:
             sp = e.get("speedup_vs_reference")
             sp_txt = f"{sp:7.1f}x" if sp else f"{'':>8}"
             iqr = f"{e['iqr_ms'][0]:.2f}-{e['iqr_ms'][1]:.2f}"
-            lines.append(f"{'':<13} {key:<18} {e['ms']:9.2f} {iqr:>15} {e['gbps']:7.2f} "
+            lines.append(f"{'':<13} {key:<21} {e['ms']:9.2f} {iqr:>15} {e['gbps']:7.2f} "
                          f"{e['faults']:7.0f} {sp_txt}")
     lines += [
         "",
