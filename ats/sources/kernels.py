@@ -1,22 +1,40 @@
 """The numba kernel that copies patches out of decoded tiles.
 
-Imported on first use (it imports numba). Each row segment is written by the
-numba extractor's ``put_row`` (ats/plugins/extractors/numba_kernels.py): a
-``memcpy`` when the output has the tiles' dtype, a float32 conversion times
-``scale`` otherwise, chosen when numba compiles the kernel, so ``as_float``
-costs no second pass. The compiled code is cached on disk like the
-extractor's (``NUMBA_CACHE_DIR`` chooses where).
+Imported on first use (it imports numba). Each row segment is written by
+:func:`put_segment`: a copy when the output has the tiles' dtype, a float32
+conversion times ``scale`` otherwise, chosen when numba compiles the kernel
+for the argument types, so ``as_float`` costs no second pass. Everything
+lives at module level, so that the on-disk cache key of the compiled code is
+the same in every process (``NUMBA_CACHE_DIR`` chooses where it is kept).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 from numba.typed import List
 
-from ats.plugins.extractors.numba_kernels import put_row
+__all__ = ["copy_from_tiles", "put_segment", "typed_tiles"]
 
-__all__ = ["copy_from_tiles", "typed_tiles"]
+
+def put_segment(dst, src, scale):  # pragma: no cover - numba compiles the overload
+    """``dst[:] = src``, converted to float32 times ``scale`` when the dtypes differ."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(put_segment)
+def _put_segment(dst, src, scale):
+    if dst.dtype != src.dtype:
+        def convert(dst, src, scale):  # pragma: no cover - compiled
+            for j in range(src.shape[0]):
+                dst[j] = np.float32(src[j]) * scale
+        return convert
+
+    def copy(dst, src, scale):  # pragma: no cover - compiled
+        for j in range(src.shape[0]):  # contiguous on both sides: LLVM vectorises it
+            dst[j] = src[j]
+    return copy
 
 
 def typed_tiles(tiles: list[np.ndarray]) -> List:
@@ -79,5 +97,5 @@ def copy_from_tiles(tiles, items, table, first, offsets, sizes, tshape, out,
                     end = min(hi, (tx + 1) * tw - ox)
                     row = tiles[table[k, n, ty - ty0, tx - tx0]][c, y - ty * th]
                     s0 = x - tx * tw
-                    put_row(dst[px:end], row[s0:s0 + end - px], scale)
+                    put_segment(dst[px:end], row[s0:s0 + end - px], scale)
                     px = end
