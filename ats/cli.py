@@ -102,6 +102,7 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
     from pathlib import Path
 
     from ats.task import configure, configure_resume
+    from ats.train.devices import leave_distributed
     from ats.train.engine import Trainer
     from ats.train.lock import RunDirectoryInUse
 
@@ -135,12 +136,15 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
         else:
             trainer = Trainer(config, task=task, progress=not no_progress)
             summary = trainer.fit(resume=resume)
+        leave_distributed(wait_for_others=True)
     except KeyboardInterrupt:
         # the engine has said where the run stopped and how to continue it
         click.echo("stopped", err=True)
         raise SystemExit(130)
     except (ValueError, KeyError, OSError, RunDirectoryInUse) as exc:
         raise click.ClickException(_error_message(exc)) from None
+    finally:
+        leave_distributed(wait_for_others=False)  # after an error; a no-op once left
     if main_rank:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
 

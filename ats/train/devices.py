@@ -59,6 +59,22 @@ def init_distributed(device: torch.device, world_size: int) -> torch.device:
     return device
 
 
+def leave_distributed(*, wait_for_others: bool) -> None:
+    """Leave the process group, if this process joined one.
+
+    Without it, a rank that finishes first exits with Gloo's threads still
+    running and the C++ runtime aborts it ("terminate called without an
+    active exception"), which torchrun reports as a failed run.
+    ``wait_for_others`` meets the other ranks first (the run ended normally);
+    after an error it is False, since the others may never arrive.
+    """
+    if not _distributed():
+        return
+    if wait_for_others:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
