@@ -329,7 +329,6 @@ def test_copies_and_pickles_of_the_module_start_without_buffers():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_host_images_reach_cuda_networks_through_reused_pinned_buffers():
     batch = _batch()
     model = _model().cuda()
