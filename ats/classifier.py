@@ -27,6 +27,9 @@ class ModelOutput(NamedTuple):
 
     logits: Tensor
     ats: ATSOutput | None = None
+    #: (B, N, classes) the head applied to each sampled patch's feature, for
+    #: the auxiliary patch loss (``patch_loss``), when the model samples patches
+    patch_logits: Tensor | None = None
 
 
 class Classifier(nn.Module):
@@ -58,12 +61,11 @@ class ATSClassifier(Classifier):
 
     stochastic = True
 
-    def __init__(self, ats: AttentionSampling, *, feature_dim: int, num_classes: int) -> None:
+    def __init__(self, ats: AttentionSampling, *, feature_dim: int, num_classes: int,
+                 head_gain: float = 1.0) -> None:
         super().__init__()
         self.ats = ats
-        self.head = nn.Linear(feature_dim, num_classes)
-        nn.init.xavier_uniform_(self.head.weight)  # Keras Dense defaults
-        nn.init.zeros_(self.head.bias)
+        self.head = _head(feature_dim, num_classes, head_gain)
 
     def forward(
         self,
@@ -74,7 +76,8 @@ class ATSClassifier(Classifier):
         deterministic: bool = False,
     ) -> ModelOutput:
         out = self.ats(x_low, x_high, generator=generator, deterministic=deterministic)
-        return ModelOutput(self.head(out.features), out)
+        patch_logits = self.head(out.patch_features) if out.patch_features is not None else None
+        return ModelOutput(self.head(out.features), out, patch_logits)
 
     def check_input_shapes(self, low: Sequence[int], high: Sequence[int]) -> None:
         """N must fit the attention map (without replacement) and the patch the
@@ -116,15 +119,14 @@ class CNNClassifier(Classifier):
         view: ``"low"`` or ``"full"``.
     """
 
-    def __init__(self, network: nn.Module, *, feature_dim: int, num_classes: int, view: str) -> None:
+    def __init__(self, network: nn.Module, *, feature_dim: int, num_classes: int, view: str,
+                 head_gain: float = 1.0) -> None:
         super().__init__()
         if view not in ("low", "full"):
             raise ValueError(f"view must be 'low' or 'full', got {view!r}")
         self.view = view
         self.network = network
-        self.head = nn.Linear(feature_dim, num_classes)
-        nn.init.xavier_uniform_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = _head(feature_dim, num_classes, head_gain)
 
     def forward(self, x_low: Tensor, x_high: Tensor | np.ndarray, **_: object) -> ModelOutput:
         if self.view == "low":
@@ -135,3 +137,13 @@ class CNNClassifier(Classifier):
                 x = x.to(x_low.dtype) / float(torch.iinfo(x.dtype).max)
             x = x.to(x_low.dtype)
         return ModelOutput(self.head(self.network(x)))
+
+
+def _head(feature_dim: int, num_classes: int, gain: float) -> nn.Linear:
+    """The linear classifier: Keras Dense's Glorot-uniform init (``gain`` 1) times
+    ``gain``. Features are L2-normalised, so the logits are at most the weights'
+    norm: a larger gain lets the softmax leave uniform from the first steps."""
+    head = nn.Linear(feature_dim, num_classes)
+    nn.init.xavier_uniform_(head.weight, gain=gain)
+    nn.init.zeros_(head.bias)
+    return head

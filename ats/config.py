@@ -72,6 +72,9 @@ class RunConfig:
     lr_decay_at: tuple[int, ...] = setting((), ge=1, doc="epochs after which lr *= lr_decay")
     lr_decay: float = setting(0.1, gt=0)
     class_weights: bool = setting(False, doc="weight the loss by inverse class frequency")
+    head_gain: float = setting(1.0, gt=0, doc="init gain of the classifier head (Glorot x gain)")
+    patch_loss: float = setting(0.0, ge=0, doc="weight of the auxiliary loss of the head on "
+                                               "each sampled patch, with the image's label")
     # attention sampling
     attention: str = setting("", doc="attention network (registry name)")
     feature: str = setting("", doc="feature network (registry name)")
@@ -106,6 +109,9 @@ class RunConfig:
         check_fields(self, skip=("data",))
         if not isinstance(self.data, dict):
             raise ValueError(f"data must be a dict of task options, got {type(self.data).__name__}")
+        # kept as JSON writes it (tuples as lists), so that a config equals itself
+        # read back from config.json; the task's options dataclass types the values
+        object.__setattr__(self, "data", {k: _as_json_value(v) for k, v in self.data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,6 +127,12 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def _as_json_value(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_as_json_value(v) for v in value]
+    return value
 
 
 #: What may change when a run is resumed; everything else must match the checkpoint.

@@ -182,12 +182,12 @@ class Task:
                 smoothing=config.smoothing,
             )
             return ATSClassifier(ats, feature_dim=feature.out_features,
-                                 num_classes=self.num_classes)
+                                 num_classes=self.num_classes, head_gain=config.head_gain)
         view = "low" if config.model == "cnn_low" else "full"
         network = check_feature_network(self.baseline_network(config, view),
                                         f"the {config.model} network")
         return CNNClassifier(network, feature_dim=network.out_features,
-                             num_classes=self.num_classes, view=view)
+                             num_classes=self.num_classes, view=view, head_gain=config.head_gain)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -234,6 +234,10 @@ class Trainer:
         """Cross-entropy, the entropy regulariser on the attention map (when the
         model has one) and every :class:`~ats.contracts.Regularized` term."""
         loss = F.cross_entropy(out.logits, y, weight=self.class_weights)
+        if out.patch_logits is not None and self.config.patch_loss > 0:
+            n = out.patch_logits.shape[1]
+            loss = loss + self.config.patch_loss * F.cross_entropy(
+                out.patch_logits.flatten(0, 1), y.repeat_interleave(n), weight=self.class_weights)
         if out.ats is not None and self.config.entropy != 0.0:
             loss = loss + entropy_regularizer(out.ats.attention, self.config.entropy)
         for term in regularization_terms(self.model):

@@ -84,16 +84,32 @@ class MegaMNISTConfig(_Shapes):
     n_train: int = 5000
     n_test: int = 1000
     seed: int = 0
+    #: canvas side of the training images in the first epochs, one per epoch
+    #: (same digits, noise density and low-view scale; docs/tasks/mega_mnist.md)
+    curriculum: tuple[int, ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid setting."""
         validate_geometry(self.width, self.height, self.scale, self.noise, self.n_noise,
                           self.n_digits, self.n_positive)
+        for side in self.curriculum:
+            if not is_int(side) or side > min(self.width, self.height):
+                raise ValueError(f"curriculum canvas sides must be integers <= the canvas "
+                                 f"({self.height}x{self.width}), got {side!r}")
+            self.stage(side).validate()
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         validate_seed(self.seed, offset=1)
+
+
+    def stage(self, side: int) -> "MegaMNISTConfig":
+        """These settings on a ``side`` x ``side`` canvas with the same noise
+        density (and no curriculum of its own)."""
+        n_noise = round(self.n_noise * side * side / (self.width * self.height))
+        return dataclasses.replace(self, width=side, height=side, n_noise=n_noise,
+                                   curriculum=())
 
 
 #: Named settings. ``paper``: the paper's dataset (make_mnist.py defaults).
@@ -260,4 +276,12 @@ def make_datasets(preset_or_config: str | MegaMNISTConfig = "paper",
     test_digits = load_mnist("test", data_dir, download=download)
     train = MegapixelMNIST.from_config(config, train_digits.images, train_digits.labels, train=True)
     test = MegapixelMNIST.from_config(config, test_digits.images, test_digits.labels, train=False)
+    if config.curriculum:
+        from tasks.mega_mnist.curriculum import CanvasCurriculum
+
+        stages = {side: MegapixelMNIST.from_config(config.stage(side), train_digits.images,
+                                                   train_digits.labels, train=True)
+                  for side in set(config.curriculum)}
+        stages[config.width] = train
+        train = CanvasCurriculum(stages, config.curriculum, config.width)
     return train, test

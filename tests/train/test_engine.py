@@ -3,6 +3,7 @@ resume, interruption, and settings that must fail before training."""
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 import json
 
@@ -289,3 +290,32 @@ def test_the_loss_is_cross_entropy_plus_the_entropy_term_plus_regularizers(entro
 
     trainer.classifier.penalty = Penalty()
     assert trainer.loss(out, batch["y"]).item() == pytest.approx(expected + 0.125, rel=1e-6)
+
+
+def test_the_patch_loss_is_the_head_on_each_patch_with_the_image_label():
+    trainer = make_trainer(entropy=0.0, patch_loss=0.5)
+    batch = _batch(trainer.train_set, 6)
+    out = trainer.classifier(batch["x_low"], batch["x_high"],
+                             generator=torch.Generator().manual_seed(0))
+    n = out.ats.patches.shape[1]
+    assert out.patch_logits.shape == (6, n, out.logits.shape[1])
+    # each patch's feature through the same head, every patch labelled with its image's label
+    per_patch = trainer.classifier.head(out.ats.patch_features).reshape(6 * n, -1)
+    labels = batch["y"][:, None].expand(6, n).reshape(-1)
+    expected = (torch.nn.functional.cross_entropy(out.logits, batch["y"])
+                + 0.5 * torch.nn.functional.cross_entropy(per_patch, labels))
+    assert trainer.loss(out, batch["y"]).item() == pytest.approx(expected.item(), rel=1e-6)
+    trainer.config = dataclasses.replace(trainer.config, patch_loss=0.0)
+    plain = torch.nn.functional.cross_entropy(out.logits, batch["y"])
+    assert trainer.loss(out, batch["y"]).item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("gain", [1.0, 4.0])
+def test_head_gain_scales_the_glorot_bound_of_the_head(gain):
+    trainer = make_trainer(head_gain=gain)
+    head = trainer.classifier.head
+    fan_in, fan_out = head.in_features, head.out_features
+    bound = gain * (6 / (fan_in + fan_out)) ** 0.5
+    w = head.weight.detach().abs()
+    assert float(w.max()) <= bound and float(w.max()) > 0.9 * bound  # uniform on [-bound, bound]
+    assert torch.count_nonzero(head.bias) == 0
