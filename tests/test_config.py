@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ats.registry import task as task_registry
 from ats.config import RunConfig, apply_overrides, parse_assignment
+from ats.registry import task as task_registry
 
 
 def test_task_defaults_are_the_papers_and_presets_override_them():

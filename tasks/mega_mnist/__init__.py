@@ -4,6 +4,12 @@ The package re-exports the dataset API. The task, its data and its
 defaults: docs/tasks/mega_mnist.md.
 """
 
-from .data import PRESETS, MegaMNISTConfig, MegapixelMNIST, make_datasets, make_noise_patterns
+from .data import (
+    PRESETS,
+    MegaMNISTConfig,
+    MegapixelMNIST,
+    make_datasets,
+    make_noise_patterns,
+)
 
 __all__ = ["PRESETS", "MegaMNISTConfig", "MegapixelMNIST", "make_datasets", "make_noise_patterns"]

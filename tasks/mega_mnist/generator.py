@@ -208,7 +208,9 @@ def place_noise(rng: np.random.RandomState, n: int, width: int, height: int,
 
 def rescale_object(img: np.ndarray, scale: float) -> np.ndarray:
     """One 28x28 object in [0, 1] to its low-resolution uint8 block (round(28*s) pixels a side)."""
-    from skimage.transform import rescale  # deferred: scipy.ndimage costs ~0.2 s to import
+    from skimage.transform import (
+        rescale,  # deferred: scipy.ndimage costs ~0.2 s to import
+    )
 
     small = rescale(img, scale, order=1, mode="constant", anti_aliasing=True, channel_axis=None)
     return (255 * small).astype(np.uint8)  # truncating cast, as in the original

@@ -21,7 +21,6 @@ from ats.core.expectation import (
 )
 
 
-
 def _problem(k: int, d: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     a = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64) * 1.5, 0)

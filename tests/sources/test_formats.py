@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ats.core.extract import extract_patches
-from ats.sources import SourceError, open_source, read_patches
+from ats.sources import open_source, read_patches
 from ats.sources.cache import TileCache
 from tests.sources import writers
 

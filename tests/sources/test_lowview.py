@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ats.sources import LowViewCache, TileCache, choose_level, fit_size, low_view, open_source
+from ats.sources import (
+    LowViewCache,
+    TileCache,
+    choose_level,
+    fit_size,
+    low_view,
+    open_source,
+)
 from ats.sources.lowview import area_weights
 from tests.sources import writers
 

@@ -11,8 +11,21 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from ats.data.transforms import ColorJitter, RandomDihedral, as_float_image, dihedral, item_rng, resize_bilinear
-from tasks.colon_cancer import ColonCancer, find_root, k_fold_split, read_label, scan_images
+from ats.data.transforms import (
+    ColorJitter,
+    RandomDihedral,
+    as_float_image,
+    dihedral,
+    item_rng,
+    resize_bilinear,
+)
+from tasks.colon_cancer import (
+    ColonCancer,
+    find_root,
+    k_fold_split,
+    read_label,
+    scan_images,
+)
 
 SIZE = (20, 20)  # (H, W) of the fixture images; the real ones are 500x500
 LOW = (4, 4)  # scaled_size(SIZE, 0.2)

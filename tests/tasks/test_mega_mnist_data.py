@@ -17,7 +17,6 @@ import tasks.mega_mnist.generator as generator
 from tasks.mega_mnist import PRESETS, MegaMNISTConfig, MegapixelMNIST, make_datasets
 
 
-
 def synthetic_digits(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """``n`` distinct digits with every pixel in 1..255 (so any erasure shows), labels i % 10."""
     images = ((np.arange(n)[:, None, None] * 7 + np.arange(784).reshape(28, 28)) % 255 + 1).astype(np.uint8)

@@ -3,8 +3,8 @@ resume, interruption, and settings that must fail before training."""
 
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import json
 
 import pytest

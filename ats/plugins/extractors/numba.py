@@ -31,7 +31,6 @@ from ats.core.buffers import PatchBuffers
 from ats.core.extract import Array, Extractor, float_scale, torch_dtype
 from ats.registry import extractor
 
-
 # -- outputs -----------------------------------------------------------------------
 
 #: fresh outputs from this size are advised to use transparent huge pages

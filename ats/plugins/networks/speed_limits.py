@@ -6,7 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ats.plugins.networks.layers import L2Normalize, SameConv2d, keras_batchnorm, keras_init
+from ats.plugins.networks.layers import (
+    L2Normalize,
+    SameConv2d,
+    keras_batchnorm,
+    keras_init,
+)
 from ats.registry import attention, feature
 
 

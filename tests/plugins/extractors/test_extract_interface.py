@@ -20,7 +20,12 @@ from ats.core.extract import (
 from ats.plugins.extractors.reference import ReferenceExtractor
 from ats.plugins.extractors.torch import TorchExtractor
 from ats.registry import extractor
-from tests.plugins.extractors.cases import assert_same, random_image, random_offsets, reference
+from tests.plugins.extractors.cases import (
+    assert_same,
+    random_image,
+    random_offsets,
+    reference,
+)
 
 HOST = ["numba", "torch", "auto"]
 

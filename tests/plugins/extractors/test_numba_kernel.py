@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ats.core.extract import extract_patches, validate
+from ats.core.extract import extract_patches
 from ats.plugins.extractors import numba as numba_backend
 from tests.plugins.extractors.cases import (
     DTYPES,
