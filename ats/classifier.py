@@ -1,4 +1,5 @@
-"""Classifiers a task trains: attention sampling and the two CNN baselines.
+"""Classifiers a task trains: attention sampling and the two CNN baselines (the
+peer selection methods DPS and IPS are in :mod:`ats.plugins.models`).
 
 Every model is a :class:`Classifier`: it takes ``(x_low, x_high)`` and
 returns a :class:`ModelOutput`, so the training engine treats them alike;
@@ -9,6 +10,7 @@ up by its name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Sequence
 
 import numpy as np
@@ -18,7 +20,27 @@ from torch import Tensor, nn
 from ats.core.geometry import as_patch_size
 from ats.core.model import ATSOutput, AttentionSampling
 
-__all__ = ["ModelOutput", "Classifier", "ATSClassifier", "CNNClassifier"]
+__all__ = ["ModelOutput", "Selection", "Classifier", "ATSClassifier", "CNNClassifier",
+           "linear_head"]
+
+
+@dataclass
+class Selection:
+    """The patches a non-sampling selection method chose (DPS, IPS), to draw and log.
+
+    Attributes:
+        offsets: (B, N, d) top-left corners in x_high pixels.
+        patches: (B, N, C, *patch) the patches the feature network saw.
+        weights: (B, N) what each patch weighs in the model's output (DPS: its
+            soft top-k indicator mass; IPS: the aggregator's attention).
+        scores: (B, *space) the score map the selection ranked, when the
+            method has one on a grid (DPS: the scorer on the low view), else None.
+    """
+
+    offsets: Tensor
+    patches: Tensor
+    weights: Tensor
+    scores: Tensor | None = None
 
 
 class ModelOutput(NamedTuple):
@@ -30,6 +52,8 @@ class ModelOutput(NamedTuple):
     #: (B, N, classes) the head applied to each sampled patch's feature, for
     #: the auxiliary patch loss (``patch_loss``), when the model samples patches
     patch_logits: Tensor | None = None
+    #: the selection record of DPS and IPS (pictures and logs), else None
+    selection: Selection | None = None
 
 
 class Classifier(nn.Module):
@@ -65,7 +89,7 @@ class ATSClassifier(Classifier):
                  head_gain: float = 1.0) -> None:
         super().__init__()
         self.ats = ats
-        self.head = _head(feature_dim, num_classes, head_gain)
+        self.head = linear_head(feature_dim, num_classes, head_gain)
 
     def forward(
         self,
@@ -126,7 +150,7 @@ class CNNClassifier(Classifier):
             raise ValueError(f"view must be 'low' or 'full', got {view!r}")
         self.view = view
         self.network = network
-        self.head = _head(feature_dim, num_classes, head_gain)
+        self.head = linear_head(feature_dim, num_classes, head_gain)
 
     def forward(self, x_low: Tensor, x_high: Tensor | np.ndarray, **_: object) -> ModelOutput:
         if self.view == "low":
@@ -139,7 +163,7 @@ class CNNClassifier(Classifier):
         return ModelOutput(self.head(self.network(x)))
 
 
-def _head(feature_dim: int, num_classes: int, gain: float) -> nn.Linear:
+def linear_head(feature_dim: int, num_classes: int, gain: float = 1.0) -> nn.Linear:
     """The linear classifier: Keras Dense's Glorot-uniform init (``gain`` 1) times
     ``gain``. Features are L2-normalised, so the logits are at most the weights'
     norm: a larger gain lets the softmax leave uniform from the first steps."""

@@ -24,7 +24,7 @@ import numbers
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 __all__ = [
     "RESUMABLE",
@@ -58,7 +58,7 @@ class RunConfig:
     """Every setting of a training run (defaults are the task's; see Task)."""
 
     task: str = setting("", doc="the task plugin")
-    model: str = setting("ats", doc="ats, or a baseline of the task (cnn_low, cnn_full)")
+    model: str = setting("ats", doc="the model plugin: ats, dps, ips, cnn_low, cnn_full, ...")
     preset: str | None = setting(None, doc="the task preset the run started from")
     # optimisation
     epochs: int = setting(10, ge=1, doc="epochs to train (in all, when resuming)")
@@ -104,14 +104,18 @@ class RunConfig:
                          "only at the end of epochs)")
     # the task's own options
     data: dict[str, Any] = setting(default_factory=dict, doc="the task's options")
+    # the model's own options (``method.NAME``), typed by the model plugin's dataclass
+    method: dict[str, Any] = setting(default_factory=dict, doc="the model's options")
 
     def __post_init__(self) -> None:
-        check_fields(self, skip=("data",))
-        if not isinstance(self.data, dict):
-            raise ValueError(f"data must be a dict of task options, got {type(self.data).__name__}")
-        # kept as JSON writes it (tuples as lists), so that a config equals itself
-        # read back from config.json; the task's options dataclass types the values
-        object.__setattr__(self, "data", {k: _as_json_value(v) for k, v in self.data.items()})
+        check_fields(self, skip=DICT_FIELDS)
+        for name in DICT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} must be a dict of options, got {type(value).__name__}")
+            # kept as JSON writes it (tuples as lists), so that a config equals itself
+            # read back from config.json; the options dataclass types the values
+            object.__setattr__(self, name, {k: _as_json_value(v) for k, v in value.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,6 +131,11 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+#: the fields holding a dict of options typed by a plugin's dataclass: the
+#: task's (``data.NAME``) and the model's (``method.NAME``)
+DICT_FIELDS = ("data", "method")
 
 
 def _as_json_value(value: Any) -> Any:
@@ -148,11 +157,11 @@ def resumed_config(saved: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
     """
     current = saved.to_dict()
     fixed = sorted(k for k, v in changes.items()
-                   if k not in RESUMABLE and k != "data" and current.get(k) != v)
-    if "data" in changes:
-        new = changes["data"]
-        fixed += sorted(f"data.{k}" for k in set(new) | set(saved.data)
-                        if new.get(k) != saved.data.get(k))
+                   if k not in RESUMABLE and k not in DICT_FIELDS and current.get(k) != v)
+    for name in DICT_FIELDS:
+        if name in changes:
+            new, old = changes[name], current[name]
+            fixed += sorted(f"{name}.{k}" for k in set(new) | set(old) if new.get(k) != old.get(k))
     if fixed:
         raise ValueError(
             f"cannot change {', '.join(fixed)} when resuming; only "
@@ -359,27 +368,47 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def apply_overrides(config: RunConfig, assignments: Mapping[str, Any], *, parse: bool,
-                    options: type | None = None) -> RunConfig:
+                    options: type | None = None,
+                    method_options: Callable[[str], tuple[type, dict[str, Any]]] | None = None
+                    ) -> RunConfig:
     """A copy of ``config`` with ``assignments`` applied and checked.
 
     Args:
-        assignments: field name (or ``data.name``, or a task option name that
-            is not also a field) -> value.
+        assignments: field name (or ``data.name``, ``method.name``, or a task
+            option name that is not also a field) -> value.
         parse: the values are command-line strings, to parse by the fields'
             type annotations.
         options: the task's options dataclass, whose annotations type the
             ``data.*`` values; without it they keep the type of their current
             value.
+        method_options: model name -> (its options dataclass, its defaults);
+            ``method`` is then completed with the defaults of the model the
+            result names, and emptied first when the model changes (a model's
+            options belong to it). Without it ``method.*`` values are typed
+            like data options without a dataclass.
 
     Raises:
         ValueError: an unknown key (listing the known ones) or a bad value.
     """
     values = config.to_dict()
     data = dict(values.pop("data"))
+    method = dict(values.pop("method"))
     top = field_types(RunConfig)
-    top.pop("data")
+    for name in DICT_FIELDS:
+        top.pop(name)
     data_types = field_types(options) if options is not None else {}
+    method_items: list[tuple[str, str, Any]] = []
+    method_given = False
     for key, value in assignments.items():
+        if key == "method":
+            method, method_given = dict(coerce_value(key, value, dict)), True
+            continue
+        if key.startswith("method."):
+            method_items.append((key, key[7:], value))
+            continue
+        if key == "data":
+            data = dict(coerce_value(key, value, dict))
+            continue
         if key.startswith("data."):
             target, name = data, key[5:]
             if name not in data and name not in data_types:
@@ -403,7 +432,25 @@ def apply_overrides(config: RunConfig, assignments: Mapping[str, Any], *, parse:
         if parse and isinstance(value, str):
             value = parse_value(key, value, annotation)
         target[name] = coerce_value(key, value, annotation)
-    values["data"] = data
+    model = values["model"]
+    method_types: dict[str, Any] = {}
+    if method_options is not None:
+        if model != config.model and not method_given:
+            method = {}  # the previous model's options mean nothing to this one
+        cls, defaults = method_options(model)
+        method_types = field_types(cls)
+        method = {**defaults, **method}
+    for key, name, value in method_items:
+        if method_options is not None and name not in method_types:
+            raise ValueError(
+                f"unknown option {key!r} of model {model!r}; its options: "
+                f"{', '.join(f'method.{n}' for n in sorted(method_types)) or '(none)'}"
+            )
+        annotation = method_types.get(name) or _annotation_of(method.get(name))
+        if parse and isinstance(value, str):
+            value = parse_value(key, value, annotation)
+        method[name] = coerce_value(key, value, annotation)
+    values["data"], values["method"] = data, method
     return RunConfig.from_dict(values)
 
 

@@ -1,5 +1,5 @@
 """Plugin registries: attention and feature networks, samplers, extractors, tasks,
-image sources.
+image sources, models (patch-selection methods).
 
 A :class:`Registry` maps names to classes or factories::
 
@@ -44,6 +44,7 @@ __all__ = [
     "extractor",
     "task",
     "source",
+    "model",
     "REGISTRIES",
     "load_plugins",
 ]
@@ -182,6 +183,8 @@ extractor = Registry("extractor")
 task = Registry("task")
 #: image sources: lazy readers of image files and arrays (docs/sources.md)
 source = Registry("source")
+#: models a task trains (``--model``): ats, the CNN baselines, dps, ips (docs/methods.md)
+model = Registry("model")
 
 REGISTRIES: dict[str, Registry] = {
     "attention": attention,
@@ -190,6 +193,7 @@ REGISTRIES: dict[str, Registry] = {
     "extractor": extractor,
     "task": task,
     "source": source,
+    "model": model,
 }
 
 _loaded = False

@@ -6,8 +6,12 @@ A task is registered in :data:`ats.registry.task` and knows
   ``x_low`` (C, *low) float32, ``x_high`` (C, *high) and ``y`` (int);
 * its defaults (the paper's settings, docs/tasks/) as :class:`RunConfig`
   values, its own options (``config.data``) as a dataclass, and named presets;
-* its models: ``"ats"`` (attention sampling) and the CNN baselines
-  ``"cnn_low"`` and ``"cnn_full"``.
+* its models: plugins of :data:`ats.registry.model` (:mod:`ats.models`):
+  ``"ats"`` (attention sampling), the peer patch-selection methods ``"dps"``
+  and ``"ips"`` (docs/methods.md) and the CNN baselines ``"cnn_low"`` and
+  ``"cnn_full"``;
+* its objective (:mod:`ats.objective`): single-label classification unless
+  the task says otherwise.
 
 Subclasses override :meth:`datasets` and usually :meth:`input_shapes`; the
 rest has defaults built from the registries. See docs/plugins.md.
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ats.classifier import ATSClassifier, Classifier, CNNClassifier
+from ats.classifier import Classifier
 from ats.config import (
     RunConfig,
     apply_overrides,
@@ -37,10 +41,12 @@ from ats.contracts import (
     check_feature_network,
     check_instance,
 )
-from ats.core.model import AttentionSampling
 from ats.core.sampling import Sampler
+from ats.models import NoMethodOptions, get_model_plugin, method_options_of
+from ats.objective import Objective, SingleLabel
 from ats.registry import attention as attention_registry
 from ats.registry import feature as feature_registry
+from ats.registry import model as model_registry
 from ats.registry import sampler as sampler_registry
 from ats.registry import task as task_registry
 
@@ -66,7 +72,11 @@ class Task:
     options: ClassVar[type] = NoOptions
     #: preset name -> overrides of RunConfig fields or data options
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    models: ClassVar[tuple[str, ...]] = ("ats", "cnn_low", "cnn_full")
+    #: the model plugins this task can train (``--model``)
+    models: ClassVar[tuple[str, ...]] = ("ats", "dps", "ips", "cnn_low", "cnn_full")
+    #: model name -> this task's defaults of that model's options (``method.*``),
+    #: where the published settings differ from the plugin's own
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     #: for k-fold tasks: the data option holding the fold index (the fold
     #: count is the data option ``k``); ``ats-run --cross-validate`` uses them
     folds_key: ClassVar[str | None] = None
@@ -90,7 +100,25 @@ class Task:
                  parse: bool = False) -> RunConfig:
         """``config`` with ``assignments`` applied, typed by RunConfig's and this
         task's options' annotations (``parse``: the values are command-line text)."""
-        return apply_overrides(config, assignments, parse=parse, options=self.options)
+        return apply_overrides(config, assignments, parse=parse, options=self.options,
+                               method_options=self.method_options)
+
+    def method_options(self, model: str) -> tuple[type, dict[str, Any]]:
+        """The options dataclass of ``model`` and this task's defaults of it
+        (an unknown model has none here: :meth:`check_config` says it is unknown)."""
+        if model not in self.models or model not in model_registry:
+            return NoMethodOptions, {}
+        cls = get_model_plugin(model).options
+        defaults = {**dataclasses.asdict(cls()), **self.method_defaults.get(model, {})}
+        return cls, defaults
+
+    def method_options_of(self, config: RunConfig) -> Any:
+        """``config.method`` as the model's checked options dataclass.
+
+        Raises:
+            ValueError: an unknown or invalid option, naming it.
+        """
+        return method_options_of(get_model_plugin(config.model), config.method, config.model)
 
     def options_of(self, config: RunConfig) -> Any:
         """``config.data`` as this task's checked options dataclass.
@@ -121,6 +149,7 @@ class Task:
                 f"models: {', '.join(self.models)}"
             )
         self.options_of(config)
+        self.method_options_of(config)
 
     # -- data --------------------------------------------------------------------
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
@@ -140,8 +169,13 @@ class Task:
             "x_low": torch.rand((batch_size, *low), generator=generator),
             "x_high": torch.randint(0, 256, (batch_size, *high), generator=generator,
                                     dtype=torch.uint8),
-            "y": torch.randint(0, self.num_classes, (batch_size,), generator=generator),
+            "y": self.objective(config).random_targets(batch_size, self.num_classes,
+                                                       generator=generator),
         }
+
+    def objective(self, config: RunConfig) -> Objective:
+        """The loss and error of this task's labels (single-label by default)."""
+        return SingleLabel()
 
     def class_weights(self, train: Dataset) -> torch.Tensor | None:
         """Per-class loss weights when ``config.class_weights`` is set."""
@@ -167,27 +201,10 @@ class Task:
         return check_instance(built, Sampler, f"sampler {config.sampler!r}")
 
     def build_model(self, config: RunConfig) -> Classifier:
-        """The model named by ``config.model``."""
+        """The model named by ``config.model``, built by its plugin."""
         self.check_config(config)
-        if config.model == "ats":
-            feature = self.feature_network(config)
-            ats = AttentionSampling(
-                self.attention_network(config),
-                feature,
-                n_patches=config.n_patches,
-                patch_size=config.patch_size,
-                receptive_field=config.receptive_field,
-                sampler=self.sampler(config),
-                extractor=config.extractor,
-                smoothing=config.smoothing,
-            )
-            return ATSClassifier(ats, feature_dim=feature.out_features,
-                                 num_classes=self.num_classes, head_gain=config.head_gain)
-        view = "low" if config.model == "cnn_low" else "full"
-        network = check_feature_network(self.baseline_network(config, view),
-                                        f"the {config.model} network")
-        return CNNClassifier(network, feature_dim=network.out_features,
-                             num_classes=self.num_classes, view=view, head_gain=config.head_gain)
+        built = get_model_plugin(config.model).build(self, config, self.method_options_of(config))
+        return check_instance(built, Classifier, f"model {config.model!r}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -68,9 +68,10 @@ def test_bare_decorator_is_rejected_with_a_hint():
         r.register(lambda: None)
 
 
-def test_the_six_registries_hold_the_builtins():
+def test_the_seven_registries_hold_the_builtins():
     assert set(reg.REGISTRIES) == {"attention", "feature", "sampler", "extractor", "task",
-                                   "source"}
+                                   "source", "model"}
+    assert {"ats", "dps", "ips", "cnn_low", "cnn_full"} <= set(reg.model.names())
     assert {"with_replacement", "without_replacement"} <= set(reg.sampler.names())
     assert {"reference", "numba", "torch", "auto"} <= set(reg.extractor.names())
     assert {"array", "npy", "tiff", "zarr", "openslide", "pillow"} <= set(reg.source.names())

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ats.classifier import Classifier, ModelOutput
@@ -108,6 +107,7 @@ class Trainer:
             self.model = DistributedDataParallel(self.classifier, device_ids=ids)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._build_optimizer()
+        self.objective = self.task.objective(config)  # the loss and error of its labels
         weights = self.task.class_weights(self.train_set) if config.class_weights else None
         self.class_weights = weights.to(self.device) if weights is not None else None
         self.train_sampler = EpochSampler(len(self.train_set), shuffle=True, seed=config.seed,
@@ -231,13 +231,15 @@ class Trainer:
                              deterministic=deterministic)
 
     def loss(self, out: ModelOutput, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy, the entropy regulariser on the attention map (when the
-        model has one) and every :class:`~ats.contracts.Regularized` term."""
-        loss = F.cross_entropy(out.logits, y, weight=self.class_weights)
+        """The task's objective (cross-entropy, or binary cross-entropy for
+        multi-label tasks), the entropy regulariser on the attention map (when
+        the model has one) and every :class:`~ats.contracts.Regularized` term."""
+        loss = self.objective.loss(out.logits, y, weight=self.class_weights)
         if out.patch_logits is not None and self.config.patch_loss > 0:
             n = out.patch_logits.shape[1]
-            loss = loss + self.config.patch_loss * F.cross_entropy(
-                out.patch_logits.flatten(0, 1), y.repeat_interleave(n), weight=self.class_weights)
+            loss = loss + self.config.patch_loss * self.objective.loss(
+                out.patch_logits.flatten(0, 1), y.repeat_interleave(n, dim=0),
+                weight=self.class_weights)
         if out.ats is not None and self.config.entropy != 0.0:
             loss = loss + entropy_regularizer(out.ats.attention, self.config.entropy)
         for term in regularization_terms(self.model):
@@ -263,8 +265,8 @@ class Trainer:
         entropy = None
         if out.ats is not None:
             entropy = float(attention_entropy(out.ats.attention.detach()).sum())
-        return StepResult(loss.item(), int((out.logits.argmax(1) != y).sum()), y.shape[0],
-                          entropy)
+        return StepResult(loss.item(), int(self.objective.wrong(out.logits, y).sum()),
+                          y.shape[0], entropy)
 
     def train_epoch(self, epoch: int) -> dict[str, float | None]:
         """One pass over the training set (from the step :attr:`partial` reached,
@@ -277,6 +279,7 @@ class Trainer:
             "has_entropy": False}
         self.train_sampler.set_epoch(epoch, skip=first * c.batch_size)
         set_epoch(self.train_set, epoch)
+        set_epoch(self.classifier, epoch)  # e.g. DPS's σ schedule
         loader = self._loader(self.train_set, self.train_sampler,
                               seed=(c.seed * 1_000_003 + epoch) * 100_003 + first)
         steps = first + len(loader)
@@ -360,12 +363,14 @@ class Trainer:
                                                           world_size=self.world_size))
         return evaluate_model(self.model, loader, device=self.device, generator=self.generator,
                               seeds=range(self.config.eval_seeds if stochastic else 1),
+                              objective=self.objective,
                               deterministic=deterministic, before_batch=self.stop.check)
 
     def save_pictures(self, epoch: int) -> None:
         """Attention overlays and patches of the first ``pictures`` test items."""
         save_model_pictures(self.classifier, self.test_set, self._path("pictures"), epoch,
-                            count=self.config.pictures, device=self.device)
+                            count=self.config.pictures, device=self.device,
+                            objective=self.objective)
 
     # -- checkpoints and logs ----------------------------------------------------
     def _path(self, name: str) -> Path:

@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ats.objective import Objective, SingleLabel
 from ats.train.devices import all_reduce_sum
 
 __all__ = ["EVAL_SEED_BASE", "evaluate_model", "forward_batch", "time_forward"]
@@ -36,8 +36,11 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device,
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: Iterable[dict[str, Any]], *, device: torch.device,
                    generator: torch.Generator, seeds: Sequence[int], deterministic: bool = False,
-                   before_batch: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Test loss and error (mean, and std over ``seeds``), summed over ranks."""
+                   before_batch: Callable[[], None] = lambda: None,
+                   objective: Objective | None = None) -> dict[str, float]:
+    """Test loss and error (mean, and std over ``seeds``), summed over ranks;
+    ``objective`` (default single-label) gives the loss and the error."""
+    objective = SingleLabel() if objective is None else objective
     model.eval()
     errors, losses = [], []
     saved_state = generator.get_state()
@@ -49,8 +52,8 @@ def evaluate_model(model: nn.Module, loader: Iterable[dict[str, Any]], *, device
                 before_batch()
                 out, y = forward_batch(model, batch, device, generator,
                                        deterministic=deterministic)
-                loss_sum += float(F.cross_entropy(out.logits, y, reduction="sum"))
-                wrong += int((out.logits.argmax(1) != y).sum())
+                loss_sum += float(objective.loss(out.logits, y, reduction="sum"))
+                wrong += int(objective.wrong(out.logits, y).sum())
                 count += y.shape[0]
             wrong, loss_sum, count = all_reduce_sum(device, wrong, loss_sum, count)
             errors.append(wrong / count)

@@ -53,19 +53,21 @@ def _as_image(x: np.ndarray) -> np.ndarray:
 def save_attention_figure(
     path: str | os.PathLike,
     x_low: np.ndarray,
-    attention: np.ndarray,
+    attention: np.ndarray | None,
     offsets: np.ndarray,
     patch_size: Sequence[int],
     high_shape: Sequence[int],
     *,
     titles: Sequence[str] | None = None,
+    attention_title: str = "attention (patches in draw order)",
 ) -> None:
     """Two panels per image: the low view and the attention map, each with
     the sampled patches outlined (numbered in draw order).
 
     Args:
         x_low: (B, C, h, w) low-resolution views.
-        attention: (B, h', w') attention distributions.
+        attention: (B, h', w') attention distributions (or another method's
+            score map); None: the low views only.
         offsets: (B, N, 2) patch top-left corners in x_high pixels.
         patch_size: (ph, pw) in x_high pixels.
         high_shape: (H, W) of x_high, to map patches onto the low view.
@@ -76,28 +78,33 @@ def save_attention_figure(
     b = len(x_low)
     # Top row: the low view as the attention network sees it; bottom row: the
     # attention map. Both with the sampled patches outlined in draw order.
-    fig, axes = plt.subplots(2, b, figsize=(3.6 * b, 7.4), squeeze=False)
+    rows = 1 if attention is None else 2
+    fig, axes = plt.subplots(rows, b, figsize=(3.6 * b, 3.7 * rows), squeeze=False)
     for i in range(b):
         img = _as_image(x_low[i])
         h, w = img.shape[:2]
         sy, sx = h / high_shape[0], w / high_shape[1]
-        top, bottom = axes[0, i], axes[1, i]
+        top = axes[0, i]
         top.imshow(img, cmap="gray", extent=(0, w, h, 0), interpolation="nearest")
-        shown = bottom.imshow(attention[i], cmap="viridis", extent=(0, w, h, 0),
-                              interpolation="nearest")
-        fig.colorbar(shown, ax=bottom, fraction=0.046, pad=0.02)
+        panels = [(top, "red")]
+        if attention is not None:
+            bottom = axes[1, i]
+            shown = bottom.imshow(attention[i], cmap="viridis", extent=(0, w, h, 0),
+                                  interpolation="nearest")
+            fig.colorbar(shown, ax=bottom, fraction=0.046, pad=0.02)
+            panels.append((bottom, "white"))
+            bottom.set_title(attention_title, fontsize=8)
         for k, (r, c) in enumerate(offsets[i]):
-            for ax, color in ((top, "red"), (bottom, "white")):
+            for ax, color in panels:
                 ax.add_patch(Rectangle((c * sx, r * sy), patch_size[1] * sx, patch_size[0] * sy,
                                        fill=False, edgecolor=color, linewidth=1.0))
             top.text(c * sx + 1, r * sy + 1, str(k + 1), color="red", fontsize=7, va="top")
-        for ax in (top, bottom):
+        for ax, _ in panels:
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
             ax.set_xticks([])
             ax.set_yticks([])
         top.set_title(titles[i] if titles is not None else f"item {i}", fontsize=9)
-        bottom.set_title("attention (patches in draw order)", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 
@@ -108,6 +115,7 @@ def save_patches_figure(
     probs: np.ndarray,
     *,
     row_titles: Sequence[str] | None = None,
+    label: str = "a",
 ) -> None:
     """A grid: one row per image, one column per sampled patch (in draw
     order), each titled with its attention probability.
@@ -124,7 +132,7 @@ def save_patches_figure(
             ax = axes[i, k]
             ax.imshow(_as_image(patches[i, k]), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
-            ax.set_title(f"a={probs[i, k]:.2g}", fontsize=7)
+            ax.set_title(f"{label}={probs[i, k]:.2g}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
         if row_titles is not None:
@@ -161,18 +169,22 @@ def save_curves_figure(path: str | os.PathLike, history: Sequence[dict]) -> None
 
 
 def save_model_pictures(model: Any, dataset: Any, folder: str | os.PathLike, epoch: int, *,
-                        count: int, device: Any) -> bool:
+                        count: int, device: Any, objective: Any = None) -> bool:
     """Where ``model`` looked on the first ``count`` items of ``dataset``: the
-    attention overlay and the patches, as ``epochNNNN_attention.png`` and
-    ``epochNNNN_patches.png`` in ``folder``.
+    overlay (attention, or the score map of DPS) and the patches, as
+    ``epochNNNN_attention.png`` and ``epochNNNN_patches.png`` in ``folder``.
 
-    Drawn for models whose output carries a sampling record (``out.ats``) on
-    2-D images, with sampling seed 0 so that epochs compare; returns whether
-    anything was drawn.
+    Drawn for models whose output carries a sampling record (``out.ats``) or
+    a selection record (``out.selection``, DPS and IPS) on 2-D images, with
+    sampling seed 0 so that epochs compare; returns whether anything was drawn.
+    ``objective`` (:mod:`ats.objective`) writes labels and predictions.
     """
     import torch
     from torch.utils.data import default_collate
 
+    from ats.objective import SingleLabel
+
+    objective = SingleLabel() if objective is None else objective
     n = min(count, len(dataset))
     batch = default_collate([dataset[i] for i in range(n)])
     if batch["x_low"].ndim != 4:
@@ -181,17 +193,26 @@ def save_model_pictures(model: Any, dataset: Any, folder: str | os.PathLike, epo
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         out = model(batch["x_low"].to(device), batch["x_high"], generator=generator)
-    ats = out.ats
-    if ats is None:
+    if out.ats is not None:
+        ats = out.ats
+        record = (ats.attention, ats.offsets, ats.patches, ats.probs, "a",
+                  "attention (patches in draw order)")
+    elif getattr(out, "selection", None) is not None:
+        sel = out.selection
+        record = (sel.scores, sel.offsets, sel.patches, sel.weights, "w",
+                  "scores (selected patches)")
+    else:
         return False
-    pred = out.logits.argmax(1).cpu()
-    titles = [f"item {i}: label {int(y)}, predicted {int(p)}"
+    scores, offsets, patches, weights, label, caption = record
+    pred = objective.predictions(out.logits).cpu()
+    titles = [f"item {i}: label {objective.describe(y)}, predicted {objective.describe(p)}"
               for i, (y, p) in enumerate(zip(batch["y"], pred))]
     folder = Path(folder)
-    patch = tuple(ats.patches.shape[3:])
+    patch = tuple(patches.shape[3:])
     save_attention_figure(folder / f"epoch{epoch:04d}_attention.png", batch["x_low"].numpy(),
-                          ats.attention.cpu().numpy(), ats.offsets.cpu().numpy(), patch,
-                          tuple(batch["x_high"].shape[2:]), titles=titles)
-    save_patches_figure(folder / f"epoch{epoch:04d}_patches.png", ats.patches.cpu().numpy(),
-                        ats.probs.cpu().numpy(), row_titles=titles)
+                          None if scores is None else scores.cpu().numpy(),
+                          offsets.cpu().numpy(), patch, tuple(batch["x_high"].shape[2:]),
+                          titles=titles, attention_title=caption)
+    save_patches_figure(folder / f"epoch{epoch:04d}_patches.png", patches.cpu().numpy(),
+                        weights.cpu().numpy(), row_titles=titles, label=label)
     return True
