@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,10 +37,18 @@ __all__ = [
     "N_NOISE_PATTERNS",
     "MegaMNISTConfig",
     "PRESETS",
+    "TARGETS",
     "MegapixelMNIST",
     "make_noise_patterns",
     "make_datasets",
 ]
+
+
+#: what an image's label is (Bergner et al., ICLR 2023, Megapixel MNIST's four tasks):
+#: the majority digit (the paper's task), the largest digit, the top-most digit
+#: (smallest row, then column), or the set of digits present (multi-label)
+TARGETS = ("majority", "max", "top", "multi")
+Target = Literal["majority", "max", "top", "multi"]
 
 
 class _Shapes:
@@ -87,6 +96,8 @@ class MegaMNISTConfig(_Shapes):
     #: canvas side of the training images in the first epochs, one per epoch
     #: (same digits, noise density and low-view scale; docs/tasks/mega_mnist.md)
     curriculum: tuple[int, ...] = ()
+    #: the label: majority, max, top or multi (multi-label; see TARGETS)
+    target: Target = "majority"
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid setting."""
@@ -102,6 +113,9 @@ class MegaMNISTConfig(_Shapes):
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         validate_seed(self.seed, offset=1)
+        if self.target not in TARGETS:
+            raise ValueError(f"data.target must be one of {', '.join(TARGETS)}, "
+                             f"got {self.target!r}")
 
 
     def stage(self, side: int) -> "MegaMNISTConfig":
@@ -139,8 +153,10 @@ class MegapixelMNIST(_Shapes, Dataset):
         Other keyword arguments: see :class:`MegaMNISTConfig`.
 
     Items are dicts: ``x_low`` float32 tensor (1, int(H*s), int(W*s)) in [0, 1],
-    ``x_high`` uint8 tensor (1, H, W) in 0..255, ``y`` int64 scalar tensor
-    (the target class).
+    ``x_high`` uint8 tensor (1, H, W) in 0..255, ``y`` the label of ``target``
+    (:data:`TARGETS`): an int64 scalar tensor (majority, max, top) or a float32
+    (10,) tensor of 0/1, the digits present (multi). The target changes the
+    labels only, never the images or the random draws.
 
     Attributes (precomputed, everything else is rendered per item):
         digit_indices: int64 (n, n_digits), indices into ``images``, positives first.
@@ -153,11 +169,14 @@ class MegapixelMNIST(_Shapes, Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, n_samples: int = 5000,
                  width: int = 1500, height: int = 1500, scale: float = 0.12, noise: bool = True,
                  n_noise: int = 50, n_digits: int = 5, n_positive: int = 3, seed: int = 0,
-                 train: bool = True) -> None:
+                 train: bool = True, target: str = "majority") -> None:
         validate_geometry(width, height, scale, noise, n_noise, n_digits, n_positive)
         if not is_int(n_samples) or n_samples < 0:
             raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
         validate_seed(seed, offset=int(train))
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        self.target = target
         self.images, self.labels = validate_digits(images, labels)
         self.width, self.height, self.scale = int(width), int(height), float(scale)
         self.noise, self.n_noise = bool(noise), int(n_noise)
@@ -183,7 +202,8 @@ class MegapixelMNIST(_Shapes, Dataset):
         return cls(images, labels, n_samples=config.n_train if train else config.n_test,
                    width=config.width, height=config.height, scale=config.scale,
                    noise=config.noise, n_noise=config.n_noise, n_digits=config.n_digits,
-                   n_positive=config.n_positive, seed=config.seed, train=train)
+                   n_positive=config.n_positive, seed=config.seed, train=train,
+                   target=config.target)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -228,13 +248,28 @@ class MegapixelMNIST(_Shapes, Dataset):
                 paste(img, self._noise_low[k], int(r * s), int(c * s))
         return img
 
+    def label(self, i: int) -> torch.Tensor:
+        """The label of image ``i`` for this data set's ``target``."""
+        i = self._index(i)
+        digits = self.labels[self.digit_indices[i]]  # the classes of its digits
+        if self.target == "majority":
+            return torch.tensor(int(self.targets[i]), dtype=torch.int64)
+        if self.target == "max":
+            return torch.tensor(int(digits.max()), dtype=torch.int64)
+        if self.target == "top":
+            rows, cols = self.positions[i, :, 0], self.positions[i, :, 1]
+            return torch.tensor(int(digits[np.lexsort((cols, rows))[0]]), dtype=torch.int64)
+        present = torch.zeros(N_CLASSES, dtype=torch.float32)
+        present[torch.from_numpy(np.unique(digits))] = 1.0
+        return present
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         x_low = self.render_low(i).astype(np.float32) / 255.0
         x_high = self.render_high(i)
         return {
             "x_low": torch.from_numpy(x_low[None]),
             "x_high": torch.from_numpy(x_high[None]),
-            "y": torch.tensor(int(self.targets[self._index(i)]), dtype=torch.int64),
+            "y": self.label(i),
         }
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ import dataclasses
 from torch.utils.data import Dataset
 
 from ats.config import RunConfig
+from ats.objective import MultiLabel, Objective, SingleLabel
 from ats.registry import task
 from ats.task import Task
 from tasks.mega_mnist.data import PRESETS, MegaMNISTConfig, make_datasets
@@ -21,8 +22,10 @@ def _data_preset(name: str) -> dict:
 @task.register("mega_mnist")
 class MegaMNIST(Task):
     """Megapixel MNIST: 5 digits on a 1500x1500 canvas, 3 of the target class;
-    the label is the majority digit. The attention network sees a 180x180
-    view built object by object; the feature network sees 50x50 patches."""
+    the label is the majority digit (``data.target``: or the largest, the
+    top-most, or the set of digits present, multi-label). The attention
+    network sees a 180x180 view built object by object; the feature network
+    sees 50x50 patches."""
 
     name = "mega_mnist"
     num_classes = 10
@@ -53,6 +56,11 @@ class MegaMNIST(Task):
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
         return make_datasets(self.options_of(config), data_dir=config.data_dir)
+
+    def objective(self, config: RunConfig) -> Objective:
+        """Multi-label (10 sigmoids, binary cross-entropy, exact match) for
+        ``data.target=multi``; one class of 10 otherwise."""
+        return MultiLabel() if self.options_of(config).target == "multi" else SingleLabel()
 
     def input_shapes(self, config: RunConfig):
         data = self.options_of(config)
