@@ -129,6 +129,9 @@ class IPSClassifier(Classifier):
         patches = read_patches(self.extractor, x_high, offsets, grid.patch, x_low)
         pooled, attention = self.pool(self.embed(patches, index))
         selection = Selection(offsets, patches, attention.detach())
+        # the layer norm's output has norm √D; scaled to norm 1 like the other
+        # models' (L2-normalised) features, so that head_gain means the same
+        pooled = pooled / pooled.shape[-1] ** 0.5
         return ModelOutput(self.head(pooled), selection=selection)
 
     def check_input_shapes(self, low: Sequence[int], high: Sequence[int]) -> None:
