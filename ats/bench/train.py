@@ -1,5 +1,6 @@
 """``ats-bench train``: training time and peak memory per sample, ATS against
-the CNN baselines, side by side in one run.
+the peer selection methods DPS and IPS and the CNN baselines, side by side in
+one run (each model with its own options' defaults, docs/methods.md).
 
 Each model is measured in a fresh Python process, so one model's memory (or
 an out-of-memory failure of the full-resolution CNN) cannot affect another's
@@ -27,7 +28,7 @@ import click
 
 __all__ = ["train_command", "measure"]
 
-DEFAULT_MODELS = ("ats", "cnn_full", "cnn_low")
+DEFAULT_MODELS = ("ats", "dps", "ips", "cnn_low", "cnn_full")
 
 
 def _rss_kib(field: str) -> int:
@@ -178,7 +179,7 @@ def _mib(n: float) -> str:
               help="Models to measure (repeatable).")
 @click.option("--preset", default=None, help="A task preset (default: the paper's setting).")
 @click.option("--batch-size", type=int, default=16, show_default=True,
-              help="Batch size for ATS and the low-resolution CNN.")
+              help="Batch size for every model but the full-resolution CNN.")
 @click.option("--full-batch-size", type=int, default=2, show_default=True,
               help="Batch size for the full-resolution CNN (it needs far more memory).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (median).")
@@ -193,7 +194,7 @@ def _mib(n: float) -> str:
 @click.option("--json", "json_path", default=None, help="Write the results as JSON to a file, or '-'.")
 def train_command(task_name, models, preset, batch_size, full_batch_size, steps, warmup, device,
                   sets, real_data, budget, timeout, json_path) -> None:
-    """Training time and peak memory per sample of ATS and the CNN baselines.
+    """Training time and peak memory per sample of ATS, DPS, IPS and the CNN baselines.
 
     Each model's row is printed as soon as it is measured; Ctrl-C keeps (and
     writes to --json) the rows measured so far.
@@ -217,7 +218,9 @@ def train_command(task_name, models, preset, batch_size, full_batch_size, steps,
     click.echo(f"ats-bench train --task {task_name}: x_low {low}, x_high {high}; "
                f"{'real' if real_data else 'synthetic'} inputs", err=True)
     click.echo(f"machine: {machine}", err=True)
-    base = {k: v for k, v in config.to_dict().items() if k not in ("task", "data", "preset")}
+    # every model with its own options' defaults (config.method belongs to one model)
+    base = {k: v for k, v in config.to_dict().items()
+            if k not in ("task", "data", "preset", "method")}
     base.update({f"data.{k}": v for k, v in config.data.items()})
     # ATS first: the other rows are compared with it as they come.
     order = sorted(dict.fromkeys(models), key=lambda m: m != "ats")

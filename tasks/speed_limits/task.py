@@ -56,6 +56,10 @@ class SpeedLimitsTask(Task):
     }
     options = SpeedLimitsOptions
     presets = {"paper": {}}
+    # IPS's traffic-sign configuration (Bergner et al., ICLR 2023): M 10, I 32,
+    # 100x100 patches without overlap, a wider transformer, no positions
+    method_defaults = {"ips": {"memory": 10, "chunk": 32, "d_model": 512, "d_head": 64,
+                               "d_inner": 2048, "positional": False}}
 
     def datasets(self, config: RunConfig) -> tuple[Dataset, Dataset]:
         train, test = make_datasets(config.data_dir,
