@@ -61,7 +61,9 @@ def _patch_size(ctx: click.Context, param: click.Parameter, value: str | None):
 
 @click.command(name="ats-run", context_settings={"max_content_width": 100})
 @click.option("--task", "task_name", required=True, help="Task to run (see `ats-plugins task`).")
-@click.option("--model", default=None, help="ats (default), cnn_low or cnn_full.")
+@click.option("--model", default=None,
+              help="ats (default), dps, ips, cnn_low or cnn_full (`ats-plugins model`); "
+                   "their options: --set method.NAME=VALUE.")
 @click.option("--preset", default=None, help="A named preset of the task, e.g. paper, easy, smoke.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
