@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ats.classifier import Classifier, ModelOutput
 from ats.config import RunConfig, resumed_config
-from ats.contracts import regularization_terms, set_epoch
-from ats.core.regularizers import attention_entropy, entropy_regularizer
+from ats.contracts import set_epoch
+from ats.core.regularizers import attention_entropy
 from ats.task import Task, get_task
 from ats.train import rng
 from ats.train.checkpoint import (
@@ -44,6 +44,7 @@ from ats.train.devices import (
 )
 from ats.train.evaluation import evaluate_model, forward_batch, time_forward
 from ats.train.lock import RunLock
+from ats.train.loss import training_loss
 from ats.train.metrics import MetricsLog, format_record, summarize
 from ats.train.pictures import save_curves_figure, save_model_pictures
 from ats.train.progress import EpochProgress, run_estimate
@@ -231,20 +232,9 @@ class Trainer:
                              deterministic=deterministic)
 
     def loss(self, out: ModelOutput, y: torch.Tensor) -> torch.Tensor:
-        """The task's objective (cross-entropy, or binary cross-entropy for
-        multi-label tasks), the entropy regulariser on the attention map (when
-        the model has one) and every :class:`~ats.contracts.Regularized` term."""
-        loss = self.objective.loss(out.logits, y, weight=self.class_weights)
-        if out.patch_logits is not None and self.config.patch_loss > 0:
-            n = out.patch_logits.shape[1]
-            loss = loss + self.config.patch_loss * self.objective.loss(
-                out.patch_logits.flatten(0, 1), y.repeat_interleave(n, dim=0),
-                weight=self.class_weights)
-        if out.ats is not None and self.config.entropy != 0.0:
-            loss = loss + entropy_regularizer(out.ats.attention, self.config.entropy)
-        for term in regularization_terms(self.model):
-            loss = loss + term
-        return loss
+        """The training loss of ``out`` (:func:`ats.train.loss.training_loss`)."""
+        return training_loss(out, y, objective=self.objective, config=self.config,
+                             model=self.model, class_weights=self.class_weights)
 
     def train_step(self, batch: dict[str, Any]) -> StepResult:
         """One optimisation step on ``batch`` (forward, loss, backward, clip, step).
