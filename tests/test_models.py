@@ -47,6 +47,10 @@ def test_the_options_follow_the_model_and_are_typed_by_its_dataclass():
     assert ips.method["memory"] == 4 and ips.method["chunk"] == 100
     _, ats = configure("find_pattern")
     assert ats.method == {}
+    # a task's own defaults of a model's options (IPS's traffic-sign settings)
+    _, traffic = configure("speed_limits", options={"model": "ips"})
+    assert (traffic.method["memory"], traffic.method["chunk"], traffic.method["d_model"]) == \
+        (10, 32, 512)
     # switching the model drops the other model's options
     task, config = configure("find_pattern", options={"model": "dps"})
     assert task.override(config, {"model": "ips"}).method == ips.method | {"memory": 5}
