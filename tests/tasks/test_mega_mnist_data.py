@@ -315,7 +315,7 @@ def test_presets():
     easy, smoke = PRESETS["easy"], PRESETS["smoke"]
     assert (easy.width, easy.height, easy.scale, easy.noise, easy.n_train, easy.n_test) == (500, 500, 0.2, False, 5000, 1000)
     assert easy.low_shape == (1, 100, 100)
-    assert smoke.high_shape == (1, 160, 160) and smoke.low_shape == (1, 40, 40) and smoke.noise
+    assert smoke.high_shape == (1, 160, 160) and smoke.low_shape == (1, 40, 40) and not smoke.noise
     for cfg in PRESETS.values():
         cfg.validate()
 
@@ -336,7 +336,7 @@ def test_make_datasets_uses_each_split(monkeypatch):
     assert len(train) == 6 and len(test) == 3
     assert train.images is tr[0] and test.images is te[0]
     assert train.train and not test.train and train.seed == test.seed == 2
-    assert same_draws(train, MegapixelMNIST(*tr, n_samples=6, width=160, height=160, scale=0.25, n_noise=1,
+    assert same_draws(train, MegapixelMNIST(*tr, n_samples=6, width=160, height=160, scale=0.25, n_noise=1, noise=False,
                                             seed=2, train=True))
     assert train[0]["x_high"].shape == (1, 160, 160) and train[0]["x_low"].shape == (1, 40, 40)
     cfg = MegaMNISTConfig(width=100, height=100, scale=0.25, noise=False, n_train=2, n_test=2)
