@@ -77,7 +77,11 @@ class IPSClassifier(Classifier):
                  extractor: Any = "auto", head_gain: float = 1.0) -> None:
         super().__init__()
         self.feature = feature
-        self.project = nn.Linear(feature.out_features, d_model)
+        # layer norm: the task's features are L2-normalised (norm 1), so after
+        # a linear map they would be far smaller than the position encoding
+        # (components of variance 1/2), which would then decide the scores alone
+        self.project = nn.Sequential(nn.Linear(feature.out_features, d_model),
+                                     nn.LayerNorm(d_model))
         self.pool = CrossAttentionPool(d_model, heads=heads, d_head=d_head, d_inner=d_inner,
                                        dropout=dropout, attn_dropout=attn_dropout)
         self.head = linear_head(d_model, num_classes, head_gain)
