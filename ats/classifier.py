@@ -81,15 +81,20 @@ class ATSClassifier(Classifier):
         ats: the :class:`AttentionSampling` module.
         feature_dim: D, the feature network's output size.
         num_classes: number of classes.
+        head_gain: the head's init scale (:func:`linear_head`).
+        patch_logits: also apply the head to each patch's feature
+            (``ModelOutput.patch_logits``, for the ``patch_loss``); off, the
+            forward pass does no work for it.
     """
 
     stochastic = True
 
     def __init__(self, ats: AttentionSampling, *, feature_dim: int, num_classes: int,
-                 head_gain: float = 1.0) -> None:
+                 head_gain: float = 1.0, patch_logits: bool = False) -> None:
         super().__init__()
         self.ats = ats
         self.head = linear_head(feature_dim, num_classes, head_gain)
+        self.patch_logits = patch_logits
 
     def forward(
         self,
@@ -100,7 +105,7 @@ class ATSClassifier(Classifier):
         deterministic: bool = False,
     ) -> ModelOutput:
         out = self.ats(x_low, x_high, generator=generator, deterministic=deterministic)
-        patch_logits = self.head(out.patch_features) if out.patch_features is not None else None
+        patch_logits = self.head(out.patch_features) if self.patch_logits else None
         return ModelOutput(self.head(out.features), out, patch_logits)
 
     def check_input_shapes(self, low: Sequence[int], high: Sequence[int]) -> None:

@@ -319,3 +319,11 @@ def test_head_gain_scales_the_glorot_bound_of_the_head(gain):
     w = head.weight.detach().abs()
     assert float(w.max()) <= bound and float(w.max()) > 0.9 * bound  # uniform on [-bound, bound]
     assert torch.count_nonzero(head.bias) == 0
+
+
+def test_without_the_patch_loss_the_model_computes_no_patch_logits():
+    trainer = make_trainer()
+    batch = _batch(trainer.train_set, 2)
+    out = trainer.classifier(batch["x_low"], batch["x_high"],
+                             generator=torch.Generator().manual_seed(0))
+    assert trainer.config.patch_loss == 0 and out.patch_logits is None

@@ -33,7 +33,8 @@ class ATSModel(ModelPlugin):
             smoothing=config.smoothing,
         )
         return ATSClassifier(ats, feature_dim=feature.out_features,
-                             num_classes=task.num_classes, head_gain=config.head_gain)
+                             num_classes=task.num_classes, head_gain=config.head_gain,
+                             patch_logits=config.patch_loss > 0)
 
 
 class _CNNModel(ModelPlugin):
