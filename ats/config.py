@@ -84,6 +84,9 @@ class RunConfig:
     pictures: int = setting(4, ge=0, doc="test images drawn at each evaluation")
     # running
     device: str = setting("auto", doc="auto, cpu, cuda, cuda:1, ...")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = setting(
+        "auto", doc="layout of the networks' images; auto = channels_last on the CPU "
+                    "(oneDNN's fast convolutions), contiguous elsewhere")
     seed: int = setting(0, ge=0)
     workers: int = setting(0, ge=0, doc="DataLoader worker processes")
     data_dir: str | None = setting(None, doc="where the task's data files are")
@@ -136,7 +139,8 @@ def _as_json_value(value: Any) -> Any:
 
 #: What may change when a run is resumed; everything else must match the checkpoint.
 #: ``output`` is always the directory being resumed, wherever it was first written.
-RESUMABLE = frozenset({"epochs", "device", "workers", "data_dir", "output", "checkpoint_every"})
+RESUMABLE = frozenset({"epochs", "device", "memory_format", "workers", "data_dir", "output",
+                       "checkpoint_every"})
 
 
 def resumed_config(saved: RunConfig, changes: Mapping[str, Any]) -> RunConfig:

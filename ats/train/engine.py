@@ -39,6 +39,7 @@ from ats.train.devices import (
     all_gather_objects,
     all_reduce_sum,
     init_distributed,
+    memory_format,
     rank_and_world_size,
     resolve_device,
 )
@@ -98,7 +99,8 @@ class Trainer:
                 f"task {config.task!r} produced an empty data set (train {len(self.train_set)}, "
                 f"test {len(self.test_set)} items)"
             )
-        self.classifier: Classifier = self.task.build_model(config).to(self.device)
+        self.classifier: Classifier = self.task.build_model(config).to(
+            self.device, memory_format=memory_format(config.memory_format, self.device))
         self.classifier.check_input_shapes(*self.task.input_shapes(config))
         self.model: torch.nn.Module = self.classifier
         if self.world_size > 1:

@@ -13,7 +13,7 @@ import torch
 from ats.registry import task as task_registry
 from ats.train.data import EpochSampler
 from ats.train.engine import Trainer
-from tests.train.helpers import SeenItems, make_trainer
+from tests.train.helpers import SeenItems, make_trainer, weights
 
 
 def _config(tmp_path, **overrides):
@@ -327,3 +327,31 @@ def test_without_the_patch_loss_the_model_computes_no_patch_logits():
     out = trainer.classifier(batch["x_low"], batch["x_high"],
                              generator=torch.Generator().manual_seed(0))
     assert trainer.config.patch_loss == 0 and out.patch_logits is None
+
+
+@pytest.mark.parametrize("name, expected", [("auto", torch.channels_last),
+                                            ("channels_last", torch.channels_last),
+                                            ("contiguous", torch.contiguous_format)])
+def test_memory_format_lays_out_the_convolutions_of_a_cpu_run(name, expected):
+    trainer = make_trainer(memory_format=name, device="cpu")
+    convs = [m.weight for m in trainer.classifier.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=expected) for w in convs)
+    if expected is torch.channels_last:  # a layout that differs from the default one
+        assert not all(w.is_contiguous() for w in convs)
+
+
+def test_both_memory_formats_train_the_same_weights():
+    """The layout changes the speed, not the mathematics: two steps from the
+    same seed give the same weights up to float rounding. (SGD: Adam's first
+    steps are about lr * sign(gradient), which rounding flips where a gradient is ~0.)"""
+    results = []
+    for name in ("contiguous", "channels_last"):
+        trainer = make_trainer(memory_format=name, device="cpu", optimizer="sgd", lr=0.1)
+        batch = _batch(trainer.train_set, 8)
+        losses = [trainer.train_step(batch).loss for _ in range(2)]
+        results.append((losses, weights(trainer)))
+    (loss_a, wa), (loss_b, wb) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-4)
+    for key in wa:
+        torch.testing.assert_close(wb[key].contiguous(), wa[key].contiguous(), rtol=1e-4,
+                                   atol=1e-5, msg=key)

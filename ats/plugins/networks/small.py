@@ -33,8 +33,8 @@ class SmallFeature(nn.Module):
         super().__init__()
         self.out_features = out_features
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3), nn.ReLU(),
-            nn.Conv2d(channels, out_features, 3), nn.ReLU(),
+            nn.Conv2d(in_channels, channels, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, out_features, 3), nn.ReLU(inplace=True),
             nn.AdaptiveMaxPool2d(1), nn.Flatten(), L2Normalize(),
         )
 
