@@ -181,6 +181,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(name="ats-bench", cls=_LazyGroup, lazy={
+    "convs": "ats.bench.convs:convs_command",
     "extract": "ats.bench.extract:extract_command",
     "train": "ats.bench.train:train_command",
     "sources": "ats.bench.sources:sources_command",
