@@ -9,21 +9,29 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from ats.train.checkpoint import atomic_write_bytes
 
 __all__ = [
+    "Chosen",
+    "as_image",
+    "chosen_patches",
+    "look",
+    "outline_patches",
+    "pyplot",
     "save_attention_figure",
     "save_curves_figure",
     "save_model_pictures",
     "save_patches_figure",
+    "save_png",
 ]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -32,14 +40,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_png(fig, path: str | os.PathLike) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _as_image(x: np.ndarray) -> np.ndarray:
+def as_image(x: np.ndarray) -> np.ndarray:
     """(C, h, w) -> (h, w) or (h, w, 3) in [0, 1] for imshow."""
     x = np.asarray(x)
     x = x / 255.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
@@ -48,6 +57,26 @@ def _as_image(x: np.ndarray) -> np.ndarray:
     if lo < 0.0 or hi > 1.0:  # augmented or normalised input: rescale to show it
         img = (img - lo) / max(hi - lo, 1e-8)
     return img
+
+
+def outline_patches(ax: Any, offsets: np.ndarray, patch_size: Sequence[int],
+                    scale: Sequence[float], *, color: str = "red", numbered: bool = True) -> None:
+    """Outline patches on an image already drawn on ``ax`` (numbered 1, 2, ...
+    in the model's order when ``numbered``).
+
+    Args:
+        offsets: (N, 2) top-left corners in x_high pixels.
+        patch_size: (ph, pw) in x_high pixels.
+        scale: (sy, sx), the drawn image's pixels per x_high pixel.
+    """
+    from matplotlib.patches import Rectangle
+
+    sy, sx = scale
+    for k, (r, c) in enumerate(offsets):
+        ax.add_patch(Rectangle((c * sx, r * sy), patch_size[1] * sx, patch_size[0] * sy,
+                               fill=False, edgecolor=color, linewidth=1.0))
+        if numbered:
+            ax.text(c * sx + 1, r * sy + 1, str(k + 1), color=color, fontsize=7, va="top")
 
 
 def save_attention_figure(
@@ -72,16 +101,14 @@ def save_attention_figure(
         patch_size: (ph, pw) in x_high pixels.
         high_shape: (H, W) of x_high, to map patches onto the low view.
     """
-    plt = _pyplot()
-    from matplotlib.patches import Rectangle
-
+    plt = pyplot()
     b = len(x_low)
     # Top row: the low view as the attention network sees it; bottom row: the
     # attention map. Both with the sampled patches outlined in draw order.
     rows = 1 if attention is None else 2
     fig, axes = plt.subplots(rows, b, figsize=(3.6 * b, 3.7 * rows), squeeze=False)
     for i in range(b):
-        img = _as_image(x_low[i])
+        img = as_image(x_low[i])
         h, w = img.shape[:2]
         sy, sx = h / high_shape[0], w / high_shape[1]
         top = axes[0, i]
@@ -94,11 +121,9 @@ def save_attention_figure(
             fig.colorbar(shown, ax=bottom, fraction=0.046, pad=0.02)
             panels.append((bottom, "white"))
             bottom.set_title(attention_title, fontsize=8)
-        for k, (r, c) in enumerate(offsets[i]):
-            for ax, color in panels:
-                ax.add_patch(Rectangle((c * sx, r * sy), patch_size[1] * sx, patch_size[0] * sy,
-                                       fill=False, edgecolor=color, linewidth=1.0))
-            top.text(c * sx + 1, r * sy + 1, str(k + 1), color="red", fontsize=7, va="top")
+        for ax, color in panels:
+            outline_patches(ax, offsets[i], patch_size, (sy, sx), color=color,
+                            numbered=ax is top)
         for ax, _ in panels:
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
@@ -106,7 +131,7 @@ def save_attention_figure(
             ax.set_yticks([])
         top.set_title(titles[i] if titles is not None else f"item {i}", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def save_patches_figure(
@@ -124,25 +149,25 @@ def save_patches_figure(
         patches: (B, N, C, ph, pw).
         probs: (B, N).
     """
-    plt = _pyplot()
+    plt = pyplot()
     b, n = patches.shape[:2]
     fig, axes = plt.subplots(b, n, figsize=(1.6 * n, 1.8 * b), squeeze=False)
     for i in range(b):
         for k in range(n):
             ax = axes[i, k]
-            ax.imshow(_as_image(patches[i, k]), cmap="gray", vmin=0, vmax=1,
+            ax.imshow(as_image(patches[i, k]), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
             ax.set_title(f"{label}={probs[i, k]:.2g}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
         if row_titles is not None:
             axes[i, 0].set_ylabel(row_titles[i], fontsize=7)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def save_curves_figure(path: str | os.PathLike, history: Sequence[dict]) -> None:
     """Training loss and train/test error against epochs."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
@@ -165,7 +190,59 @@ def save_curves_figure(path: str | os.PathLike, history: Sequence[dict]) -> None
     ax_err.set_ylim(0, 1)
     ax_err.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
+
+
+class Chosen(NamedTuple):
+    """The patches a model read in one forward pass, as the pictures draw them.
+
+    Attributes:
+        scores: (B, *space) the attention (ATS) or score map (DPS), or None.
+        offsets: (B, N, d) top-left corners in x_high pixels.
+        patches: (B, N, C, *patch) the patches read.
+        weights: (B, N) each patch's attention probability (ATS) or weight.
+        label: the weight's name in titles: "a" (attention) or "w" (weight).
+        caption: the title of the score map.
+    """
+
+    scores: Any
+    offsets: Any
+    patches: Any
+    weights: Any
+    label: str
+    caption: str
+
+
+def chosen_patches(out: Any) -> Chosen | None:
+    """The patches a model output (:class:`ats.classifier.ModelOutput`) read:
+    from its sampling record (``out.ats``) or selection record
+    (``out.selection``, DPS and IPS); None for a model that reads no patches."""
+    if out.ats is not None:
+        ats = out.ats
+        return Chosen(ats.attention, ats.offsets, ats.patches, ats.probs, "a",
+                      "attention (patches in draw order)")
+    if getattr(out, "selection", None) is not None:
+        sel = out.selection
+        return Chosen(sel.scores, sel.offsets, sel.patches, sel.weights, "w",
+                      "scores (selected patches)")
+    return None
+
+
+def look(model: Any, batch: dict[str, Any], device: Any, *, seed: int) -> Any:
+    """``model``'s output on ``batch`` as the pictures show it: evaluation
+    mode, no gradients, sampling generator seeded by ``seed`` (so the same
+    weights, items and seed draw the same patches).
+
+    Args:
+        batch: collated items, ``x_low`` (B, C, *low) (moved to ``device``)
+            and ``x_high`` (left where it is: the model reads patches from it).
+    """
+    import torch
+
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        return model(batch["x_low"].to(device), batch["x_high"], generator=generator)
 
 
 def save_model_pictures(model: Any, dataset: Any, folder: str | os.PathLike, epoch: int, *,
@@ -179,7 +256,6 @@ def save_model_pictures(model: Any, dataset: Any, folder: str | os.PathLike, epo
     sampling seed 0 so that epochs compare; returns whether anything was drawn.
     ``objective`` (:mod:`ats.objective`) writes labels and predictions.
     """
-    import torch
     from torch.utils.data import default_collate
 
     from ats.objective import SingleLabel
@@ -189,21 +265,11 @@ def save_model_pictures(model: Any, dataset: Any, folder: str | os.PathLike, epo
     batch = default_collate([dataset[i] for i in range(n)])
     if batch["x_low"].ndim != 4:
         return False  # overlays are drawn for 2-D images only
-    model.eval()
-    generator = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        out = model(batch["x_low"].to(device), batch["x_high"], generator=generator)
-    if out.ats is not None:
-        ats = out.ats
-        record = (ats.attention, ats.offsets, ats.patches, ats.probs, "a",
-                  "attention (patches in draw order)")
-    elif getattr(out, "selection", None) is not None:
-        sel = out.selection
-        record = (sel.scores, sel.offsets, sel.patches, sel.weights, "w",
-                  "scores (selected patches)")
-    else:
+    out = look(model, batch, device, seed=0)
+    chosen = chosen_patches(out)
+    if chosen is None:
         return False
-    scores, offsets, patches, weights, label, caption = record
+    scores, offsets, patches, weights, label, caption = chosen
     pred = objective.predictions(out.logits).cpu()
     titles = [f"item {i}: label {objective.describe(y)}, predicted {objective.describe(p)}"
               for i, (y, p) in enumerate(zip(batch["y"], pred))]
