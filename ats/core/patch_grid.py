@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["PatchGrid", "iterative_top_m"]
+__all__ = ["ItemGrids", "PatchGrid", "iterative_top_m"]
 
 
 class PatchGrid:
@@ -44,9 +44,60 @@ class PatchGrid:
         cells = torch.stack(torch.unravel_index(index, self.counts), dim=-1)
         return cells * torch.tensor(self.stride, device=index.device)
 
+    def inside(self, index: Tensor) -> Tensor:
+        """Which grid indices (any shape) are patches of the grid: a bool tensor."""
+        return (index >= 0) & (index < self.size)
+
     def __repr__(self) -> str:
         return f"PatchGrid(shape={self.shape}, patch={self.patch}, stride={self.stride}, " \
                f"counts={self.counts})"
+
+
+class ItemGrids:
+    """One :class:`PatchGrid` per item of a batch of images of their own sizes.
+
+    Item b's patches are numbered row-major over its own grid, ``0 ..
+    sizes[b] - 1``; a batch scans ``size`` = the largest grid's positions, and
+    an index past an item's grid is no patch of it (:meth:`inside`).
+
+    Args:
+        shapes: (B, d) each image's spatial shape.
+        patch, stride: as for :class:`PatchGrid`, one for the batch.
+    """
+
+    def __init__(self, shapes: Sequence[Sequence[int]], patch: Sequence[int],
+                 stride: Sequence[int]) -> None:
+        self.grids = [PatchGrid(shape, patch, stride) for shape in shapes]
+        if not self.grids:
+            raise ValueError("shapes must hold at least one image")
+        self.patch, self.stride = tuple(patch), tuple(stride)
+        #: (B, d) patches per spatial dim of each item; (B,) patches of each item
+        self.counts = torch.tensor([g.counts for g in self.grids], dtype=torch.int64)
+        self.sizes = torch.tensor([g.size for g in self.grids], dtype=torch.int64)
+        self.size = int(self.sizes.max())
+
+    def inside(self, index: Tensor) -> Tensor:
+        """(B, n) grid indices -> (B, n) bool: a patch of that item's grid."""
+        return (index >= 0) & (index < self.sizes.to(index.device)[:, None])
+
+    def offsets(self, index: Tensor) -> Tensor:
+        """(B, n) grid indices -> (B, n, d) top-left corners in each item's
+        pixels, int64; an index past an item's grid gets ``-patch``, wholly
+        outside its image (it reads as zeros, touching no tile)."""
+        counts = self.counts.to(index.device)[:, None, :]  # (B, 1, d)
+        inside = self.inside(index)
+        rest, cells = index.clamp(min=0), []
+        for i in reversed(range(counts.shape[-1])):  # row-major: the last dim fastest
+            cells.append(rest % counts[..., i])
+            rest = rest // counts[..., i]
+        stride = torch.tensor(self.stride, device=index.device)
+        corners = torch.stack(cells[::-1], dim=-1) * stride
+        outside = -torch.tensor(self.patch, device=index.device)
+        return torch.where(inside.unsqueeze(-1), corners, outside)
+
+    def __repr__(self) -> str:
+        return f"ItemGrids({len(self.grids)} images, patch={self.patch}, " \
+               f"stride={self.stride}, sizes={self.sizes.tolist()})"
 
 
 def iterative_top_m(score: Callable[[int, int], Tensor], n: int, m: int, chunk: int

@@ -11,7 +11,9 @@ as for a tensor batch, so:
 * a cell of item b maps to b's own full-resolution frame through b's own
   scale ``H_b / h_b``: the offsets are :func:`ats.core.geometry.patch_offsets`
   with per-item ``low_shape = (h_b, w_b)`` and ``high_shape = (H_b, W_b)``,
-  over the extent of the padded view (:func:`item_offsets`).
+  over the extent of the padded view (:func:`item_offsets`);
+* DPS's candidates, blocks of cells, are those wholly inside the item's
+  low view (:func:`whole_cells`).
 
 With every ``(h_b, w_b) = (h, w)`` all of this is the tensor batch's geometry.
 """
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from ats.core.geometry import patch_offsets
 
-__all__ = ["valid_cells", "masked_attention_softmax", "item_offsets"]
+__all__ = ["valid_cells", "whole_cells", "masked_attention_softmax", "item_offsets"]
 
 
 def valid_cells(low_sizes: Tensor, space: Sequence[int], low_shape: Sequence[int],
@@ -53,6 +55,35 @@ def valid_cells(low_sizes: Tensor, space: Sequence[int], low_shape: Sequence[int
         shape = [B] + [1] * d
         shape[i + 1] = space[i]
         mask = mask & masks[i].view(shape)
+    return mask
+
+
+def whole_cells(low_sizes: Tensor, counts: Sequence[int], extent: Sequence[float],
+                receptive_field: int = 0) -> Tensor:
+    """Which cells of a grid lie wholly inside item b's image: (B, *counts) bool.
+
+    The grid has ``counts`` cells per dim over ``extent`` low pixels starting
+    at ``receptive_field / 2`` (DPS's candidates: blocks of the score map,
+    which may leave a remainder of the map out); cell ``i`` ends at
+    ``rf / 2 + (i + 1) extent / counts``, and is whole when that end is at
+    most ``low_sizes[b]`` (padding is at the bottom and right only).
+
+    Args:
+        low_sizes: (B, d) integers, the valid part of each item's low view.
+        counts: the grid's shape, d ints.
+        extent: the region the grid covers, d low-pixel lengths.
+        receptive_field: of the scoring network, in low pixels.
+    """
+    B, d = low_sizes.shape
+    mask = torch.ones((B, *counts), dtype=torch.bool, device=low_sizes.device)
+    for i in range(d):
+        cells = torch.arange(1, counts[i] + 1, dtype=torch.float64, device=low_sizes.device)
+        end = receptive_field / 2 + cells * (float(extent[i]) / counts[i])
+        # a tolerance for the float division: the ends are rationals, the sizes integers
+        inside = end[None, :] <= low_sizes[:, i:i + 1].to(torch.float64) + 1e-9  # (B, S_i)
+        shape = [B] + [1] * d
+        shape[i + 1] = counts[i]
+        mask = mask & inside.view(shape)
     return mask
 
 
@@ -89,7 +120,7 @@ def masked_attention_softmax(scores: Tensor, mask: Tensor, smoothing: float = 0.
 
 def item_offsets(samples: Tensor, space: Sequence[int], low_shape: Sequence[int],
                  low_sizes: Tensor, high_sizes: Tensor, patch_size: Sequence[int],
-                 receptive_field: int = 0) -> Tensor:
+                 receptive_field: int = 0, extent: Sequence[float] | None = None) -> Tensor:
     """Top-left patch corners (B, N, d) in each item's own full-resolution pixels.
 
     Args:
@@ -97,9 +128,12 @@ def item_offsets(samples: Tensor, space: Sequence[int], low_shape: Sequence[int]
         low_shape: the padded low view's spatial shape (the grid's extent).
         low_sizes: (B, d) the part of the low view that shows each image.
         high_sizes: (B, d) each image's full-resolution shape.
+        extent: the low pixels the grid covers, per dim; default
+            ``low_shape - receptive_field`` (DPS's candidate blocks may cover less).
     """
     rf = receptive_field
-    extent = torch.tensor([lo - rf for lo in low_shape], device=samples.device)
+    # a list: integers stay int64, reals float64 (patch_offsets' exact rounding)
+    extent = [lo - rf for lo in low_shape] if extent is None else [float(e) for e in extent]
     return patch_offsets(samples, sample_space=tuple(space), low_shape=low_sizes,
                          high_shape=high_sizes, patch_size=tuple(patch_size),
                          receptive_field=rf, origin=[rf / 2] * len(low_shape), extent=extent)

@@ -75,7 +75,7 @@ class ImagesTask(Task):
     name = "images"
     num_classes = 2  # the labels' count, once they are read (build_model)
     in_channels = 3
-    models = ("ats", "cnn_low")
+    models = ("ats", "dps", "ips", "cnn_low")
     defaults = {
         "attention": "auto",
         "feature": "auto",

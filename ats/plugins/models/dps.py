@@ -26,8 +26,14 @@ from ats.core.extract import get_extractor
 from ats.core.geometry import as_patch_size, patch_offsets
 from ats.core.perturbed_topk import hard_topk_indicators, perturbed_topk, topk_indices
 from ats.models import ModelPlugin
-from ats.plugins.models.common import check_tensor_inputs, read_patches
+from ats.plugins.models.common import (
+    check_source_inputs,
+    check_tensor_inputs,
+    is_source_input,
+    read_patches,
+)
 from ats.registry import model
+from ats.sources import frames
 
 __all__ = ["DPSClassifier", "DPSModel", "DPSOptions"]
 
@@ -84,14 +90,23 @@ class DPSClassifier(Classifier):
             self.current_sigma = self.sigma * max(1.0 - (epoch - 1) / self.epochs,
                                                   1.0 / self.epochs)
 
-    def pool_factor(self, space: Sequence[int], high: Sequence[int]) -> int:
-        """Score-map cells per candidate (per dim): ``pool``, or about one patch."""
+    def pool_factor(self, space: Sequence[int], high: Sequence[int],
+                    shown: Sequence[float] | None = None) -> int:
+        """Score-map cells per candidate (per dim): ``pool``, or about one patch.
+
+        ``shown``: per item, the fraction of the (padded) low view's first dim
+        that shows its image of ``high[b]`` rows (a batch of sources); then one
+        factor for the batch, the finest of its items', so that no item's
+        candidates are coarser than its patch."""
         if self.pool is not None:
             return self.pool
-        patch = as_patch_size(self.patch_size, len(high))
-        return max(1, round(patch[0] * space[0] / high[0]))
+        patch = as_patch_size(self.patch_size, len(high) if shown is None else 2)
+        if shown is None:
+            return max(1, round(patch[0] * space[0] / high[0]))
+        return max(1, min(round(patch[0] * space[0] * f / h) for f, h in zip(shown, high)))
 
-    def candidates(self, x_low: Tensor, high: Sequence[int]) -> tuple[Tensor, list[float]]:
+    def candidates(self, x_low: Tensor, high: Sequence[int],
+                   shown: Sequence[float] | None = None) -> tuple[Tensor, list[float]]:
         """(B, *cells) the scorer's map averaged over ``pool_factor`` cells, and the
         extent of x_low (low pixels, per dim) the whole candidates cover: a
         remainder of the map too small for a candidate is left out."""
@@ -99,7 +114,7 @@ class DPSClassifier(Classifier):
         if raw.ndim == x_low.ndim:
             raw = raw.squeeze(1)
         space = raw.shape[1:]
-        p = self.pool_factor(space, high)
+        p = self.pool_factor(space, high, shown)
         if p > min(space):
             raise ValueError(f"method.pool={p} is larger than the score map {tuple(space)}")
         if p > 1:
@@ -108,18 +123,33 @@ class DPSClassifier(Classifier):
                   for low, c, s in zip(x_low.shape[2:], raw.shape[1:], space)]
         return raw, extent
 
-    def forward(self, x_low: Tensor, x_high: Tensor | np.ndarray, *,
+    def forward(self, x_low: Tensor, x_high: Tensor | np.ndarray | Sequence, *,
                 generator: torch.Generator | None = None, deterministic: bool = False
                 ) -> ModelOutput:
-        check_tensor_inputs("dps", x_low, x_high)
-        high = tuple(x_high.shape[2:])
-        patch = as_patch_size(self.patch_size, len(high))
-        cells, extent = self.candidates(x_low, high)
+        """``x_high``: (B, C, *high) images, or a batch of 2-D image sources
+        (:class:`ats.sources.SourceBatch`) of their own sizes whose low views
+        fill the top-left ``low_sizes[b]`` of ``x_low``: then a candidate not
+        wholly inside an item's low view is never selected, and each item's
+        patches are cut from its own frame (docs/methods.md, "DPS")."""
+        batch = None
+        if is_source_input(x_high):
+            patch = as_patch_size(self.patch_size, 2)
+            batch = x_high = check_source_inputs("dps", x_low, x_high, patch)
+            low_sizes, high_sizes = batch.low_sizes_for(x_low), batch.high_sizes
+            shown = (low_sizes[:, 0] / x_low.shape[2]).tolist()
+            cells, extent = self.candidates(x_low, high_sizes[:, 0].tolist(), shown)
+        else:
+            check_tensor_inputs("dps", x_low, x_high)
+            high = tuple(x_high.shape[2:])
+            patch = as_patch_size(self.patch_size, len(high))
+            cells, extent = self.candidates(x_low, high)
         space = tuple(cells.shape[1:])
         flat = cells.flatten(1)
+        valid = None if batch is None else self._whole(low_sizes, space, extent)
         if self.normalize:
-            low, top = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-            flat = (flat - low) / (top - low + 1e-8)
+            flat = _min_max(flat, valid)
+        if valid is not None:  # never selected: not by the top-k, nor by any perturbation
+            flat = flat.masked_fill(~valid.to(flat.device), float("-inf"))
         idx = topk_indices(flat.detach(), self.k)  # (B, k) the cells read, by index
         if self.training and not deterministic:
             soft = perturbed_topk(flat, self.k, sigma=self.current_sigma,
@@ -129,14 +159,32 @@ class DPSClassifier(Classifier):
         # weights[b, j, m]: slot j's indicator mass on the m-th cell read
         weights = soft.gather(2, idx.unsqueeze(1).expand(-1, self.k, -1))
         samples = torch.stack(torch.unravel_index(idx, space), dim=-1)
-        offsets = patch_offsets(samples, space, tuple(x_low.shape[2:]), high, patch,
-                                self.receptive_field, extent=extent)
+        if batch is None:
+            offsets = patch_offsets(samples, space, tuple(x_low.shape[2:]), high, patch,
+                                    self.receptive_field, extent=extent)
+        else:  # each item's cells map to its own full-resolution frame
+            dev = samples.device
+            offsets = frames.item_offsets(samples, space, tuple(x_low.shape[2:]),
+                                          low_sizes.to(dev), high_sizes.to(dev), patch,
+                                          self.receptive_field, extent=extent)
         patches = read_patches(self.extractor, x_high, offsets, patch, x_low)
         b = x_low.shape[0]
         features = self.feature(patches.flatten(0, 1)).view(b, self.k, -1)
         slots = weights @ features  # (B, k, D)
         selection = Selection(offsets, patches, weights.detach().sum(1), cells.detach())
         return ModelOutput(self.head(slots.mean(1)), selection=selection)
+
+    def _whole(self, low_sizes: Tensor, space: Sequence[int], extent: Sequence[float]) -> Tensor:
+        """(B, K) the candidates wholly inside each item's low view; at least k per item."""
+        valid = frames.whole_cells(low_sizes, space, extent, self.receptive_field).flatten(1)
+        counts = valid.sum(1)
+        if bool((counts < self.k).any()):
+            b = int(counts.argmin())
+            raise ValueError(f"item {b}'s low view {tuple(low_sizes[b].tolist())} holds "
+                             f"{int(counts[b])} whole DPS candidates of the grid {tuple(space)}, "
+                             f"fewer than method.k={self.k}; lower method.k or method.pool, or "
+                             "enlarge the low views")
+        return valid
 
     def check_input_shapes(self, low: Sequence[int], high: Sequence[int]) -> None:
         """k must fit the candidates and a patch the image: a dry run of the scorer."""
@@ -151,6 +199,18 @@ class DPSClassifier(Classifier):
         if any(p > h for p, h in zip(patch, high[1:])):
             raise ValueError(f"patch_size {self.patch_size} does not fit the high-resolution "
                              f"image {tuple(high[1:])}")
+
+
+def _min_max(flat: Tensor, valid: Tensor | None) -> Tensor:
+    """(B, K) scores min-max normalised to [0, 1] per item, over its ``valid``
+    candidates only (all of them when None); the others are left to mask."""
+    if valid is None:
+        low, top = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    else:
+        valid = valid.to(flat.device)
+        low = torch.where(valid, flat, float("inf")).amin(1, keepdim=True)
+        top = torch.where(valid, flat, float("-inf")).amax(1, keepdim=True)
+    return (flat - low) / (top - low + 1e-8)
 
 
 @model.register("dps")

@@ -21,9 +21,14 @@ from ats.classifier import Classifier, ModelOutput, Selection, linear_head
 from ats.config import RunConfig, setting
 from ats.core.extract import get_extractor
 from ats.core.geometry import as_patch_size
-from ats.core.patch_grid import PatchGrid, iterative_top_m
+from ats.core.patch_grid import ItemGrids, PatchGrid, iterative_top_m
 from ats.models import ModelPlugin
-from ats.plugins.models.common import check_tensor_inputs, read_patches
+from ats.plugins.models.common import (
+    check_source_inputs,
+    check_tensor_inputs,
+    is_source_input,
+    read_patches,
+)
 from ats.plugins.models.cross_attention import CrossAttentionPool
 from ats.registry import model
 
@@ -91,9 +96,28 @@ class IPSClassifier(Classifier):
 
     def grid(self, high: Sequence[int]) -> PatchGrid:
         """The patch grid over a full-resolution image of spatial shape ``high``."""
-        patch = as_patch_size(self.patch_size, len(high))
-        stride = patch if self.stride is None else as_patch_size(self.stride, len(high))
+        patch, stride = self._patch_stride(len(high))
         return PatchGrid(high, patch, stride)
+
+    def item_grids(self, highs: Sequence[Sequence[int]]) -> ItemGrids:
+        """One patch grid per image of 2-D shape ``highs[b]``, each at least M patches."""
+        patch, stride = self._patch_stride(2)
+        try:
+            grids = ItemGrids(highs, patch, stride)
+        except ValueError as exc:
+            raise ValueError(f"ips: patch_size {self.patch_size}, method.stride "
+                             f"{self.stride}: {exc}") from None
+        if int(grids.sizes.min()) < self.memory:
+            b = int(grids.sizes.argmin())
+            raise ValueError(f"item {b}'s image {tuple(highs[b])} has a grid of "
+                             f"{int(grids.sizes[b])} IPS patches (patch_size {patch}, stride "
+                             f"{stride}), fewer than method.memory={self.memory}; lower "
+                             "method.memory or method.stride")
+        return grids
+
+    def _patch_stride(self, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        patch = as_patch_size(self.patch_size, dims)
+        return patch, patch if self.stride is None else as_patch_size(self.stride, dims)
 
     def embed(self, patches: Tensor, index: Tensor) -> Tensor:
         """(B, n, C, *patch) patches at grid ``index`` (B, n) -> (B, n, d_model)."""
@@ -104,10 +128,12 @@ class IPSClassifier(Classifier):
         return emb
 
     @torch.no_grad()
-    def select(self, x_high: Tensor | np.ndarray, grid: PatchGrid, like: Tensor
-               ) -> tuple[Tensor, Tensor]:
+    def select(self, x_high: Tensor | np.ndarray | Sequence, grid: PatchGrid | ItemGrids,
+               like: Tensor) -> tuple[Tensor, Tensor]:
         """The grid indices (B, M) of the M best-scored patches and their scores:
-        the scan, in evaluation mode (no dropout, batch-norm statistics untouched)."""
+        the scan, in evaluation mode (no dropout, batch-norm statistics untouched).
+        A position past an item's own grid (images of different sizes) scores
+        -inf: never among the M of an item whose grid has at least M patches."""
         b = like.shape[0]
         modes = [(m, m.training) for m in (self.feature, self.project, self.pool)]
         for m, _ in modes:
@@ -117,7 +143,8 @@ class IPSClassifier(Classifier):
             index = torch.arange(start, stop, device=like.device).expand(b, -1)
             offsets = grid.offsets(index)
             patches = read_patches(self.extractor, x_high, offsets, grid.patch, like)
-            return self.pool.score(self.embed(patches, index))
+            scores = self.pool.score(self.embed(patches, index))
+            return scores.masked_fill(~grid.inside(index), float("-inf"))
 
         try:
             return iterative_top_m(score, grid.size, self.memory, self.chunk)
@@ -125,9 +152,17 @@ class IPSClassifier(Classifier):
             for m, mode in modes:
                 m.train(mode)
 
-    def forward(self, x_low: Tensor, x_high: Tensor | np.ndarray, **_: Any) -> ModelOutput:
-        check_tensor_inputs("ips", x_low, x_high)
-        grid = self.grid(tuple(x_high.shape[2:]))
+    def forward(self, x_low: Tensor, x_high: Tensor | np.ndarray | Sequence, **_: Any
+                ) -> ModelOutput:
+        """``x_high``: (B, C, *high) images, or a batch of 2-D image sources
+        (:class:`ats.sources.SourceBatch`) of their own sizes, each scanned over
+        its own grid (docs/methods.md, "IPS"); ``x_low`` is not read."""
+        if is_source_input(x_high):
+            x_high = check_source_inputs("ips", x_low, x_high, self._patch_stride(2)[0])
+            grid = self.item_grids(x_high.high_sizes.tolist())
+        else:
+            check_tensor_inputs("ips", x_low, x_high)
+            grid = self.grid(tuple(x_high.shape[2:]))
         index, _ = self.select(x_high, grid, x_low)
         offsets = grid.offsets(index)
         patches = read_patches(self.extractor, x_high, offsets, grid.patch, x_low)
