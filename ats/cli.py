@@ -1,4 +1,5 @@
-"""Command-line entry points: ``ats-run``, ``ats-bench`` and ``ats-plugins``.
+"""Command-line entry points: ``ats-run``, ``ats-compare``, ``ats-bench``,
+``ats-make`` and ``ats-plugins``.
 
 Thin wrappers: every command builds its parts from the registries and hands
 over to library code, so everything here is also usable from Python.
@@ -14,7 +15,7 @@ import click
 
 from ats import registry as reg
 
-__all__ = ["run_main", "bench_main", "plugins_main", "make_main"]
+__all__ = ["run_main", "compare_main", "bench_main", "plugins_main", "make_main"]
 
 def _summary(obj: object) -> str:
     """The first sentence of ``obj``'s own docstring (not one it inherits,
@@ -149,6 +150,45 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
         leave_distributed(wait_for_others=False)  # after an error; a no-op once left
     if main_rank:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+
+
+@click.command(name="ats-compare", context_settings={"max_content_width": 100})
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...",
+                type=click.Path(file_okay=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Where curves.png, selections.png and compare.md are written.")
+@click.option("--images", type=click.IntRange(min=1), default=4, show_default=True,
+              help="The first this many test images are drawn.")
+@click.option("--label", "labels", multiple=True, metavar="NAME",
+              help="One per run, in order (default: 'model (directory name)').")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of every model's sampling generator.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Where the task's data files are (default: each run's own).")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE first, e.g. one that registers a network the runs use.")
+def compare_main(run_dirs, out, images, labels, seed, data_dir, device, plugins):
+    """Compare runs of one task side by side, e.g. ATS, DPS and IPS:
+    `ats-compare runs/ats runs/dps runs/ips --out cmp`.
+
+    Writes into --out: curves.png (test error and attention entropy by epoch,
+    one line per run), selections.png (the first test images, one column per
+    run, with the patches its latest checkpoint reads outlined) and
+    compare.md (final and best test error, seconds per epoch). Runs still
+    training are read as they stand.
+    """
+    from ats.compare import compare_runs
+
+    try:
+        reg.load_plugins(plugins)
+        written = compare_runs(run_dirs, out, images=images, labels=labels or None, seed=seed,
+                               data_dir=data_dir, device=device,
+                               log=lambda message: click.echo(message, err=True))
+    except (ValueError, KeyError, OSError) as exc:  # CheckpointError is a ValueError
+        raise click.ClickException(_error_message(exc)) from None
+    for path in written.values():
+        click.echo(str(path))
 
 
 def _error_message(exc: BaseException) -> str:
