@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ats.cli import bench_main, make_main, plugins_main, run_main
+from ats.cli import bench_main, compare_main, make_main, plugins_main, run_main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
@@ -81,6 +81,9 @@ def test_other_commands_shown_answer():
     for line in SHELL_LINES:
         if line.startswith("ats-plugins"):
             result = CliRunner().invoke(plugins_main, shlex.split(line)[1:])
+            assert result.exit_code == 0, result.output
+        elif line.startswith("ats-compare"):  # needs runs: its help, and the line parses
+            result = CliRunner().invoke(compare_main, [*shlex.split(line)[1:], "--help"])
             assert result.exit_code == 0, result.output
         elif line.startswith(("ats-bench", "ats-make")):
             main = bench_main if line.startswith("ats-bench") else make_main
