@@ -17,6 +17,7 @@ from torch import nn
 
 from ats.objective import Objective, SingleLabel
 from ats.train.devices import all_reduce_sum
+from ats.train.hits import patch_hits, read_patches_of
 
 __all__ = ["EVAL_SEED_BASE", "evaluate_model", "forward_batch", "time_forward"]
 
@@ -39,10 +40,14 @@ def evaluate_model(model: nn.Module, loader: Iterable[dict[str, Any]], *, device
                    before_batch: Callable[[], None] = lambda: None,
                    objective: Objective | None = None) -> dict[str, float]:
     """Test loss and error (mean, and std over ``seeds``), summed over ranks;
-    ``objective`` (default single-label) gives the loss and the error."""
+    ``objective`` (default single-label) gives the loss and the error. When
+    the items carry ``"boxes"`` and the model reads patches, also
+    ``test_hit_rate``: the fraction of patches read that hit a box
+    (:mod:`ats.train.hits`), over every seed."""
     objective = SingleLabel() if objective is None else objective
     model.eval()
     errors, losses = [], []
+    hits, patches = 0, 0
     saved_state = generator.get_state()
     try:
         for seed in seeds:
@@ -55,16 +60,24 @@ def evaluate_model(model: nn.Module, loader: Iterable[dict[str, Any]], *, device
                 loss_sum += float(objective.loss(out.logits, y, reduction="sum"))
                 wrong += int(objective.wrong(out.logits, y).sum())
                 count += y.shape[0]
+                read = read_patches_of(out) if "boxes" in batch else None
+                if read is not None:
+                    hit = patch_hits(*read, batch["boxes"])
+                    hits, patches = hits + int(hit.sum()), patches + hit.numel()
             wrong, loss_sum, count = all_reduce_sum(device, wrong, loss_sum, count)
             errors.append(wrong / count)
             losses.append(loss_sum / count)
+        hits, patches = all_reduce_sum(device, hits, patches)
     finally:
         generator.set_state(saved_state)
-    return {
+    result = {
         "test_loss": float(np.mean(losses)),
         "test_error": float(np.mean(errors)),
         "test_error_std": float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0,
     }
+    if patches:
+        result["test_hit_rate"] = hits / patches
+    return result
 
 
 @torch.no_grad()

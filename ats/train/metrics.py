@@ -16,7 +16,7 @@ __all__ = ["METRIC_COLUMNS", "MetricsLog", "format_duration", "format_record", "
 
 METRIC_COLUMNS = (
     "epoch", "lr", "train_loss", "train_error", "train_entropy", "test_loss", "test_error",
-    "test_error_std", "test_error_topk", "epoch_seconds", "samples_per_second",
+    "test_error_std", "test_error_topk", "test_hit_rate", "epoch_seconds", "samples_per_second",
 )
 
 
@@ -102,5 +102,7 @@ def format_record(r: dict[str, Any]) -> str:
         text += f", test error {r['test_error']:.3f} ± {r['test_error_std']:.3f}"
     if r.get("test_error_topk") is not None:
         text += f" (top-N {r['test_error_topk']:.3f})"
+    if r.get("test_hit_rate") is not None:
+        text += f", patches on target {r['test_hit_rate']:.1%}"
     text += f", {r['samples_per_second']:.1f} samples/s, {format_duration(r['epoch_seconds'])}"
     return text

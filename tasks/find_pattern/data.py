@@ -34,7 +34,8 @@ class FindPatternDataset(Dataset):
     blocks.
 
     Items: ``x_low`` float32 (1, size/cell, size/cell), ``x_high`` uint8
-    (1, size, size), ``y`` int64 in 0..3.
+    (1, size, size), ``y`` int64 in 0..3, ``index`` i, ``boxes`` int64 (1, 4)
+    the texture's (top, left, bottom, right) in x_high pixels.
     """
 
     def __init__(self, n: int, *, size: int = 128, cell: int = 8, noise: float = 0.3,
@@ -72,4 +73,6 @@ class FindPatternDataset(Dataset):
             "x_high": torch.from_numpy(high_u8)[None],
             "y": torch.tensor(y, dtype=torch.int64),
             "index": i,
+            # where the texture is, for the hit rate of the patches read (ats.train.hits)
+            "boxes": torch.tensor([[r, c, r + p, c + p]], dtype=torch.int64),
         }

@@ -155,7 +155,8 @@ class MegapixelMNIST(_Shapes, Dataset):
         Other keyword arguments: see :class:`MegaMNISTConfig`.
 
     Items are dicts: ``x_low`` float32 tensor (1, int(H*s), int(W*s)) in [0, 1],
-    ``x_high`` uint8 tensor (1, H, W) in 0..255, ``y`` the label of ``target``
+    ``x_high`` uint8 tensor (1, H, W) in 0..255, ``boxes`` the digits' boxes
+    (:meth:`digit_boxes`), ``y`` the label of ``target``
     (:data:`TARGETS`): an int64 scalar tensor (majority, max, top) or a float32
     (10,) tensor of 0/1, the digits present (multi). The target changes the
     labels only, never the images or the random draws.
@@ -272,7 +273,15 @@ class MegapixelMNIST(_Shapes, Dataset):
             "x_low": torch.from_numpy(x_low[None]),
             "x_high": torch.from_numpy(x_high[None]),
             "y": self.label(i),
+            "boxes": self.digit_boxes(i),
         }
+
+    def digit_boxes(self, i: int) -> torch.Tensor:
+        """int64 (n_digits, 4): each digit's (top, left, bottom, right) in
+        ``x_high`` pixels (bottom/right exclusive), for the hit rate of the
+        patches a model reads (:mod:`ats.train.hits`)."""
+        top_left = torch.from_numpy(self.positions[self._index(i)].astype(np.int64))
+        return torch.cat([top_left, top_left + DIGIT_SIZE], dim=1)
 
     def __repr__(self) -> str:
         return (f"MegapixelMNIST(n={len(self)}, {self.height}x{self.width}, scale={self.scale}, "
