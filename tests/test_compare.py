@@ -133,6 +133,8 @@ def test_the_table_says_what_metrics_csv_says(runs, tmp_path):
         assert best_epoch == best["epoch"]
         seconds = statistics.median(float(r["epoch_seconds"]) for r in rows)
         assert float(cells[5]) == pytest.approx(seconds, abs=5e-3)
+        # find_pattern records where its texture is: the patches read on it
+        assert float(cells[6]) == pytest.approx(float(tested[-1]["test_hit_rate"]), abs=5e-4)
     assert table[-1].split("|")[3].strip() == "3"
 
 

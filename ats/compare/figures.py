@@ -35,9 +35,12 @@ FULL_RESOLUTION_MAX = 512
 def save_curves(path: str | os.PathLike, runs: Sequence[Run]) -> None:
     """Two panels, one line per run: the test error by epoch (mean over
     sampling seeds, ± std shaded) and, for runs that record it, the mean
-    attention entropy of training (``train_entropy``)."""
+    attention entropy of training (``train_entropy``); a third, the fraction
+    of patches read on target (``test_hit_rate``), when a run records it."""
     plt = pyplot()
-    fig, (ax_err, ax_ent) = plt.subplots(1, 2, figsize=(11, 4))
+    with_hits = any(m.get("test_hit_rate") is not None for run in runs for m in run.tested)
+    fig, axes = plt.subplots(1, 3 if with_hits else 2, figsize=(16.5 if with_hits else 11, 4))
+    ax_err, ax_ent = axes[:2]
     entropies = 0
     for k, run in enumerate(runs):
         color = f"C{k % 10}"
@@ -52,6 +55,10 @@ def save_curves(path: str | os.PathLike, runs: Sequence[Run]) -> None:
         if entropy:
             entropies += 1
             ax_ent.plot(*zip(*entropy), marker="o", markersize=3, color=color, label=run.label)
+        hits = [(m["epoch"], m["test_hit_rate"]) for m in tested
+                if m.get("test_hit_rate") is not None]
+        if with_hits and hits:
+            axes[2].plot(*zip(*hits), marker="o", markersize=3, color=color, label=run.label)
     ax_err.set(xlabel="epoch", ylabel="test error", ylim=(0, 1),
                title="test error (mean ± std over sampling seeds)")
     ax_err.legend(fontsize=8)
@@ -62,7 +69,11 @@ def save_curves(path: str | os.PathLike, runs: Sequence[Run]) -> None:
         ax_ent.text(0.5, 0.5, "no run records an attention entropy", ha="center",
                     va="center", transform=ax_ent.transAxes)
     ax_ent.ticklabel_format(axis="y", useOffset=False)  # entropies near log K: no "+5.544"
-    for ax in (ax_err, ax_ent):
+    if with_hits:
+        axes[2].set(xlabel="epoch", ylabel="fraction of patches read", ylim=(0, 1),
+                    title="patches on target (test)")
+        axes[2].legend(fontsize=8)
+    for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     save_png(fig, path)

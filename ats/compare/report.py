@@ -22,18 +22,24 @@ CURVES, SELECTIONS, TABLE = "curves.png", "selections.png", "compare.md"
 
 def markdown_table(runs: Sequence[Run]) -> str:
     """One row per run: model, epochs, final test error (± std over sampling
-    seeds), best test error (its epoch), median seconds per epoch."""
-    lines = ["| run | model | epochs | final test error | best test error (epoch) | "
-             "seconds per epoch |", "|---|---|---|---|---|---|"]
-    for run in runs:
-        s = run.stats()
+    seeds), best test error (its epoch), median seconds per epoch; and the
+    final fraction of patches read on target when a run records it."""
+    stats = [run.stats() for run in runs]
+    hits = any(s["final_hit_rate"] is not None for s in stats)
+    header = ["run", "model", "epochs", "final test error", "best test error (epoch)",
+              "seconds per epoch"] + (["patches on target"] if hits else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run, s in zip(runs, stats):
         final = f"{s['final_test_error']:.4f}"
         if s["final_test_error_std"] is not None:
             final += f" ± {s['final_test_error_std']:.4f}"
         seconds = "" if s["seconds_per_epoch"] is None else f"{s['seconds_per_epoch']:.2f}"
         name = run.label.replace("|", "\\|")  # a label must not split the row
-        lines.append(f"| {name} | {run.config.model} | {s['epochs']} | {final} | "
-                     f"{s['best_test_error']:.4f} ({s['best_epoch']}) | {seconds} |")
+        cells = [name, run.config.model, str(s["epochs"]), final,
+                 f"{s['best_test_error']:.4f} ({s['best_epoch']})", seconds]
+        if hits:
+            cells.append("" if s["final_hit_rate"] is None else f"{s['final_hit_rate']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

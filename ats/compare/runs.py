@@ -52,7 +52,8 @@ class Run:
 
     def stats(self) -> dict[str, Any]:
         """The numbers of the comparison table: epochs, final and best test
-        error, median seconds per epoch."""
+        error, median seconds per epoch, the final fraction of patches read on
+        target (``test_hit_rate``, None when the run does not record it)."""
         tested = self.tested
         final, best = tested[-1], min(tested, key=lambda m: m["test_error"])
         seconds = [m["epoch_seconds"] for m in self.metrics if m.get("epoch_seconds") is not None]
@@ -64,11 +65,13 @@ class Run:
             "best_test_error": best["test_error"],
             "best_epoch": best["epoch"],
             "seconds_per_epoch": statistics.median(seconds) if seconds else None,
+            "final_hit_rate": final.get("test_hit_rate"),
         }
 
 
 #: the columns of metrics.csv the comparison reads; each must hold numbers
-USED_COLUMNS = ("epoch", "test_error", "test_error_std", "train_entropy", "epoch_seconds")
+USED_COLUMNS = ("epoch", "test_error", "test_error_std", "train_entropy", "epoch_seconds",
+                "test_hit_rate")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
