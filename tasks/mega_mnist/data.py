@@ -106,7 +106,9 @@ class MegaMNISTConfig(_Shapes):
         for side in self.curriculum:
             if not is_int(side) or side > min(self.width, self.height):
                 raise ValueError(f"curriculum canvas sides must be integers <= the canvas "
-                                 f"({self.height}x{self.width}), got {side!r}")
+                                 f"({self.height}x{self.width}), got {side!r}; "
+                                 "--set data.curriculum=() trains on the full canvas "
+                                 "from the first epoch")
             self.stage(side).validate()
         for name in ("n_train", "n_test"):
             value = getattr(self, name)

@@ -53,3 +53,39 @@ def test_the_schedule_is_a_typed_data_option():
     task = get_task("mega_mnist")
     config = task.override(task.config(), {"data.curriculum": "300x300x750"}, parse=True)
     assert task.options_of(config).curriculum == (300, 300, 750)
+
+
+def test_the_default_recipe_and_the_original_one_differ_only_in_the_recipe():
+    from ats.task import get_task
+    from tasks.mega_mnist.task import CURRICULUM
+
+    task = get_task("mega_mnist")
+    default, paper, original = task.config(), task.config("paper"), task.config("original")
+    assert (default.batch_size, default.head_gain) == (32, 10.0)
+    assert tuple(default.data["curriculum"]) == CURRICULUM
+    assert paper.to_dict() == {**default.to_dict(), "preset": "paper"}
+    assert (original.batch_size, original.head_gain, original.data["curriculum"]) == (128, 1.0, [])
+    recipe = {"batch_size", "head_gain", "preset", "data"}
+    assert {k: v for k, v in original.to_dict().items() if k not in recipe} == \
+        {k: v for k, v in default.to_dict().items() if k not in recipe}
+    assert {**original.data, "curriculum": list(CURRICULUM)} == default.data
+    # the original's own settings: scripts/mnist.py of idiap/attention-sampling
+    assert (original.epochs, original.lr, original.n_patches, original.patch_size) == \
+        (500, 1e-3, 10, 50)
+
+
+@pytest.mark.parametrize("preset", ["easy", "smoke"])
+def test_smaller_canvases_train_without_a_curriculum(preset):
+    from ats.task import get_task
+
+    config = get_task("mega_mnist").config(preset)
+    assert config.data["curriculum"] == []
+    assert config.batch_size == (128 if preset == "easy" else 8)
+
+
+def test_a_canvas_smaller_than_the_curriculum_says_how_to_turn_it_off():
+    from ats.task import get_task
+
+    task = get_task("mega_mnist")
+    with pytest.raises(ValueError, match=r"data.curriculum=\(\) trains on the full canvas"):
+        task.options_of(task.config(**{"data.width": 600, "data.height": 600}))
