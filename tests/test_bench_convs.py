@@ -59,3 +59,14 @@ def test_the_command_measures_both_layouts_and_writes_json(tmp_path):
     assert set(payload["network"]) == set(convs.LAYOUTS)
     assert len(payload["layers"]) >= 1 and payload["layers"][0]["channels_last_gflops"] > 0
     assert "channels_last over contiguous" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "nope"], "unknown task 'nope'"),
+    (["--task", "find_pattern", "--set", "lr=x"], "lr expects a number, got 'x'"),
+    (["--task", "find_pattern", "--repeats", "0"], "--repeats"),
+])
+def test_bad_input_is_one_clear_line(args, message):
+    result = CliRunner().invoke(bench_main, ["convs", *args])
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output

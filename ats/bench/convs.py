@@ -21,6 +21,7 @@ are medians. See docs/training.md, "A faster step on the CPU".
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -72,25 +73,24 @@ def measure_convs(network: Any, patch_shape: tuple[int, ...], *, patches: int,
     layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
     work: dict[tuple[str, str], Callable[[], None]] = {}
     for name, fmt in layouts.items():
-        net = network.to(memory_format=fmt)  # the same weights in each layout, per call
+        # one copy per layout: the same weights, converted once, outside the timing
+        net = copy.deepcopy(network).to(memory_format=fmt)
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
         inp = x.contiguous(memory_format=fmt)
 
-        def forward(net=net, fmt=fmt, inp=inp) -> None:
-            net.to(memory_format=fmt)
+        def forward(net=net, inp=inp) -> None:
             with torch.no_grad():
                 net(inp)
 
-        def train(net=net, fmt=fmt, inp=inp) -> None:
-            net.to(memory_format=fmt)
+        def train(net=net, inp=inp) -> None:
             net.zero_grad(set_to_none=True)
             net(inp).sum().backward()
 
         work[(name, "forward")], work[(name, "forward+backward")] = forward, train
-        for i, layer in enumerate(layers):
+        for i, (layer, conv) in enumerate(zip(layers, convs)):
             layer_in = torch.rand((patches, *layer["input_shape"])).contiguous(memory_format=fmt)
 
-            def alone(m=layer["module"], fmt=fmt, layer_in=layer_in) -> None:
-                m.to(memory_format=fmt)
+            def alone(m=conv, layer_in=layer_in) -> None:
                 with torch.no_grad():
                     m(layer_in)
 
@@ -136,9 +136,9 @@ def measure_convs(network: Any, patch_shape: tuple[int, ...], *, patches: int,
 @click.command(name="convs")
 @click.option("--task", "task_name", required=True, help="Task whose feature network and patches.")
 @click.option("--preset", default=None, help="A task preset (default: the paper's setting).")
-@click.option("--batch-size", type=int, default=32, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per step; the network sees batch-size x n_patches patches.")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Timed repeats (median).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed repeats (median).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any run setting.")
 @click.option("--json", "json_path", default=None, help="Write the results as JSON to a file, or '-'.")
 def convs_command(task_name, preset, batch_size, repeats, sets, json_path) -> None:
@@ -149,8 +149,11 @@ def convs_command(task_name, preset, batch_size, repeats, sets, json_path) -> No
     from ats.core.geometry import as_patch_size
     from ats.task import configure
 
-    task, config = configure(task_name, preset=preset, sets=sets)
-    network = task.feature_network(config)
+    try:
+        task, config = configure(task_name, preset=preset, sets=sets)
+        network = task.feature_network(config)
+    except (KeyError, ValueError) as exc:  # an unknown task or preset, a bad --set
+        raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
     patch = as_patch_size(config.patch_size, 2)
     shape = (task.in_channels, *patch)
     patches = batch_size * config.n_patches
