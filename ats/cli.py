@@ -61,7 +61,8 @@ def _patch_size(ctx: click.Context, param: click.Parameter, value: str | None):
 
 
 @click.command(name="ats-run", context_settings={"max_content_width": 100})
-@click.option("--task", "task_name", required=True, help="Task to run (see `ats-plugins task`).")
+@click.option("--task", "task_name", default=None,
+              help="Task to run (see `ats-plugins task`); with --resume, the run's own by default.")
 @click.option("--model", default=None,
               help="ats (default), dps, ips, cnn_low or cnn_full (`ats-plugins model`); "
                    "their options: --set method.NAME=VALUE.")
@@ -113,6 +114,8 @@ def run_main(task_name, preset, sets, plugins, resume, cross_validate, no_progre
         raise click.UsageError("--cross-validate continues unfinished folds by itself; drop --resume")
     if resume and options.get("output") is None:
         raise click.UsageError("--resume needs --output, the run directory to continue")
+    if task_name is None and not resume:
+        raise click.UsageError("Missing option '--task' (see `ats-plugins task`)")
     try:
         reg.load_plugins(plugins)
         if resume:

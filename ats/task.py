@@ -233,20 +233,19 @@ def configure(task: str | Task, *, preset: str | None = None,
     return task, config
 
 
-def configure_resume(task: str | Task, output: str | Path, *, preset: str | None = None,
+def configure_resume(task: str | Task | None, output: str | Path, *, preset: str | None = None,
                      options: Mapping[str, Any] | None = None,
                      sets: Sequence[str] = ()) -> tuple[Task, RunConfig]:
     """The configuration to continue the run in ``output``: the one saved in
     its ``config.json`` with ``output`` set to the directory given (wherever
     the run was first written) and the changes that may be made on resume
     (:data:`ats.config.RESUMABLE`); ``preset``, ``options`` and ``sets`` as
-    in :func:`configure`.
+    in :func:`configure`. ``task`` None: the task the run was made with.
 
     Raises:
         FileNotFoundError: no ``config.json`` in ``output``.
         ValueError: a run of another task, or a change that is not allowed.
     """
-    task = get_task(task) if isinstance(task, str) else task
     path = Path(output) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no run to resume in {output} (no config.json)")
@@ -254,6 +253,8 @@ def configure_resume(task: str | Task, output: str | Path, *, preset: str | None
         saved = RunConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
+    task = saved.task if task is None else task
+    task = get_task(task) if isinstance(task, str) else task
     if saved.task != task.name:
         raise ValueError(f"{output} holds a {saved.task!r} run, not {task.name!r}")
     given = task.override(saved, {k: v for k, v in (options or {}).items() if v is not None})

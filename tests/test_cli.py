@@ -98,10 +98,12 @@ def test_every_option_reaches_the_configuration_and_takes_effect(tmp_path, monke
 def test_resume_extends_a_run(tmp_path):
     out = str(tmp_path / "run")
     assert _run(["--task", "find_pattern", "--epochs", "1", "--output", out, *TINY]).exit_code == 0
-    result = _run(["--task", "find_pattern", "--epochs", "2", "--output", out, "--resume",
-                   "--no-progress"])
+    # the task comes from the run's config.json: --task is not needed to continue it
+    result = _run(["--epochs", "2", "--output", out, "--resume", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout[result.stdout.index("{"):])["epochs"] == 2
+    other = _run(["--task", "mega_mnist", "--output", out, "--resume", "--no-progress"])
+    assert other.exit_code != 0 and "holds a 'find_pattern' run, not 'mega_mnist'" in other.output
     refused = _run(["--task", "find_pattern", "--output", out, "--resume", "--n-patches", "4"])
     assert refused.exit_code != 0 and "cannot change n_patches when resuming" in refused.output
 
@@ -120,6 +122,7 @@ def test_resume_extends_a_run(tmp_path):
     (["--task", "find_pattern", "--patch-size", "500"], "patch_size 500 does not fit"),
     (["--task", "find_pattern", "--patch-size", "ab"], "expected an int or ints like 50"),
     (["--task", "find_pattern", "--resume"], "--resume needs --output"),
+    (["--epochs", "1"], "Missing option '--task'"),
 ])
 def test_bad_input_gets_a_clear_message_and_writes_nothing(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
