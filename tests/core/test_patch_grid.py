@@ -115,3 +115,13 @@ def test_the_model_keeps_the_same_patches_for_any_chunk_size():
         chosen.append(index)
         assert model.training and model.pool.training  # the modes are restored
     assert all(torch.equal(c, chosen[0]) for c in chosen)
+
+
+def test_an_image_with_fewer_grid_patches_than_m_is_refused_not_cut_to_fewer():
+    model, _ = _ips(memory=10)
+    x_low, x_high = torch.rand(2, 1, 2, 2), torch.zeros(2, 1, 24, 24, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"grid of 9 IPS patches .*fewer than method.memory=10"):
+        model(x_low, x_high)  # a 3 x 3 grid
+    with pytest.raises(ValueError, match="fewer than method.memory=10"):
+        model.check_input_shapes((1, 2, 2), (1, 24, 24))  # caught before training
+    assert model.grid((32, 32)).size == 16  # 16 >= 10: accepted

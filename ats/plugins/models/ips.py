@@ -95,9 +95,15 @@ class IPSClassifier(Classifier):
         self.extractor = get_extractor(extractor)
 
     def grid(self, high: Sequence[int]) -> PatchGrid:
-        """The patch grid over a full-resolution image of spatial shape ``high``."""
+        """The patch grid over a full-resolution image of spatial shape ``high``,
+        at least M patches (keeping fewer than M would change the model)."""
         patch, stride = self._patch_stride(len(high))
-        return PatchGrid(high, patch, stride)
+        grid = PatchGrid(high, patch, stride)
+        if grid.size < self.memory:
+            raise ValueError(f"the image {tuple(high)} has a grid of {grid.size} IPS patches "
+                             f"(patch_size {patch}, stride {stride}), fewer than "
+                             f"method.memory={self.memory}; lower method.memory or method.stride")
+        return grid
 
     def item_grids(self, highs: Sequence[Sequence[int]]) -> ItemGrids:
         """One patch grid per image of 2-D shape ``highs[b]``, each at least M patches."""
