@@ -162,6 +162,17 @@ def test_runs_of_another_task_or_other_data_options_are_refused(runs, tmp_path):
     assert "task: 'find_pattern'" in result.output and "'mega_mnist'" in result.output
     assert not (tmp_path / "cmp").exists()  # refused before anything is written
 
+    elsewhere = _edited_copy(runs["ips"], tmp_path / "elsewhere",
+                             lambda c: c.update(data_dir=str(tmp_path / "other_files")))
+    result = _compare(runs["ats"], elsewhere, "--out", tmp_path / "cmp")
+    assert result.exit_code != 0
+    assert "data_dir: None" in result.output and "other_files" in result.output
+    assert "pass --data-dir" in result.output
+    assert not (tmp_path / "cmp").exists()
+    # --data-dir: every run reads the same files, so they are compared
+    result = _compare(runs["ats"], elsewhere, "--out", tmp_path / "cmp", "--data-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+
 
 def test_what_is_not_a_run_or_not_yet_evaluated_is_named(runs, tmp_path):
     empty = tmp_path / "empty"

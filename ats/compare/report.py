@@ -107,10 +107,10 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, *, images: int
                          f"{list(labels)}")
     names = list(labels) if labels else [None] * len(run_dirs)
     runs = [load_run(path, name) for path, name in zip(run_dirs, names)]
-    check_same_test_set(runs)
     if data_dir is not None:  # the models of some tasks read their data's labels too
         for run in runs:
             run.config = dataclasses.replace(run.config, data_dir=str(data_dir))
+    check_same_test_set(runs)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} is a file, not a directory")

@@ -145,8 +145,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def check_same_test_set(runs: Sequence[Run]) -> None:
-    """Every run is of the first run's task with the same data options, so
-    that the first run's test set is every run's.
+    """Every run is of the first run's task with the same data options and
+    data directory, so that the first run's test set is every run's.
 
     Raises:
         ValueError: naming each differing option and the runs' values.
@@ -158,6 +158,10 @@ def check_same_test_set(runs: Sequence[Run]) -> None:
             differences.append(f"task: {first.config.task!r} ({first.path}) vs "
                                f"{run.config.task!r} ({run.path})")
             continue  # another task's data options are another set of names
+        if _where(first.config.data_dir) != _where(run.config.data_dir):
+            differences.append(f"data_dir: {first.config.data_dir!r} ({first.path}) vs "
+                               f"{run.config.data_dir!r} ({run.path}) (the same files in two "
+                               "places: pass --data-dir)")
         a, b = first.config.data, run.config.data
         for name in sorted(set(a) | set(b)):
             if a.get(name) != b.get(name):
@@ -166,6 +170,10 @@ def check_same_test_set(runs: Sequence[Run]) -> None:
     if differences:
         raise ValueError("the runs were not tested on the same images; they differ in "
                          + "; ".join(differences))
+
+
+def _where(data_dir: str | None) -> Path | None:
+    return None if data_dir is None else Path(data_dir).expanduser().resolve()
 
 
 def load_model(run: Run, task: Task, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
