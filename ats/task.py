@@ -80,6 +80,9 @@ class Task:
     #: for k-fold tasks: the data option holding the fold index (the fold
     #: count is the data option ``k``); ``ats-run --cross-validate`` uses them
     folds_key: ClassVar[str | None] = None
+    #: data options that change only the training data, never the test set
+    #: (``ats-compare`` compares runs that differ in them)
+    training_only_options: ClassVar[frozenset[str]] = frozenset()
 
     # -- configuration ---------------------------------------------------------
     def config(self, preset: str | None = None, /, **overrides: Any) -> RunConfig:

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from ats.cli import compare_main
-from ats.compare import load_run, selection_columns
+from ats.compare import Run, load_run, selection_columns
 from ats.compare.report import first_test_items
 from ats.config import RunConfig
 from ats.registry import task as task_registry
@@ -213,3 +213,16 @@ def test_metrics_csv_is_read_as_numbers_and_a_bad_one_is_named(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a run's metrics.csv: it has no epoch column"):
         read_metrics(path)
+
+
+def test_a_training_only_data_option_does_not_make_another_test_set(tmp_path):
+    from ats.compare import check_same_test_set
+    from ats.task import configure
+
+    def run(name, *sets):
+        return Run(tmp_path / name, name, configure("mega_mnist", sets=sets)[1])
+
+    default, original = run("default"), run("original", "data.curriculum=()")
+    check_same_test_set([original, default])  # the curriculum changes only training canvases
+    with pytest.raises(ValueError, match=r"data.noise: True .* vs False"):
+        check_same_test_set([default, run("clean", "data.noise=false")])

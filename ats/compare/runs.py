@@ -145,14 +145,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def check_same_test_set(runs: Sequence[Run]) -> None:
-    """Every run is of the first run's task with the same data options and
-    data directory, so that the first run's test set is every run's.
+    """Every run is of the first run's task with the same data options (but
+    those of ``Task.training_only_options``) and data directory, so that the
+    first run's test set is every run's.
 
     Raises:
         ValueError: naming each differing option and the runs' values.
     """
     first = runs[0]
     differences = []
+    training_only = _training_only_options(first.config.task)
     for run in runs[1:]:
         if run.config.task != first.config.task:
             differences.append(f"task: {first.config.task!r} ({first.path}) vs "
@@ -163,13 +165,22 @@ def check_same_test_set(runs: Sequence[Run]) -> None:
                                f"{run.config.data_dir!r} ({run.path}) (the same files in two "
                                "places: pass --data-dir)")
         a, b = first.config.data, run.config.data
-        for name in sorted(set(a) | set(b)):
+        for name in sorted((set(a) | set(b)) - training_only):
             if a.get(name) != b.get(name):
                 differences.append(f"data.{name}: {a.get(name)!r} ({first.path}) vs "
                                    f"{b.get(name)!r} ({run.path})")
     if differences:
         raise ValueError("the runs were not tested on the same images; they differ in "
                          + "; ".join(differences))
+
+
+def _training_only_options(task: str) -> frozenset[str]:
+    from ats.task import get_task
+
+    try:
+        return get_task(task).training_only_options
+    except KeyError:  # an unknown task is named when its model is built
+        return frozenset()
 
 
 def _where(data_dir: str | None) -> Path | None:

@@ -60,6 +60,7 @@ class MegaMNIST(Task):
         **RECIPE,
     }
     options = MegaMNISTConfig
+    training_only_options = frozenset({"curriculum"})  # the test set is always the full canvas
     presets = {
         "paper": {**_data_preset("paper"), **RECIPE},
         # the paper's data and the original's recipe, to rerun the comparison
