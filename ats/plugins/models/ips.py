@@ -100,9 +100,7 @@ class IPSClassifier(Classifier):
         patch, stride = self._patch_stride(len(high))
         grid = PatchGrid(high, patch, stride)
         if grid.size < self.memory:
-            raise ValueError(f"the image {tuple(high)} has a grid of {grid.size} IPS patches "
-                             f"(patch_size {patch}, stride {stride}), fewer than "
-                             f"method.memory={self.memory}; lower method.memory or method.stride")
+            raise self._too_few("the image", high, grid.size, patch, stride)
         return grid
 
     def item_grids(self, highs: Sequence[Sequence[int]]) -> ItemGrids:
@@ -115,11 +113,14 @@ class IPSClassifier(Classifier):
                              f"{self.stride}: {exc}") from None
         if int(grids.sizes.min()) < self.memory:
             b = int(grids.sizes.argmin())
-            raise ValueError(f"item {b}'s image {tuple(highs[b])} has a grid of "
-                             f"{int(grids.sizes[b])} IPS patches (patch_size {patch}, stride "
-                             f"{stride}), fewer than method.memory={self.memory}; lower "
-                             "method.memory or method.stride")
+            raise self._too_few(f"item {b}'s image", highs[b], int(grids.sizes[b]), patch, stride)
         return grids
+
+    def _too_few(self, what: str, high: Sequence[int], size: int, patch: Sequence[int],
+                 stride: Sequence[int]) -> ValueError:
+        return ValueError(f"{what} {tuple(high)} has a grid of {size} IPS patches (patch_size "
+                          f"{tuple(patch)}, stride {tuple(stride)}), fewer than "
+                          f"method.memory={self.memory}; lower method.memory or method.stride")
 
     def _patch_stride(self, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         patch = as_patch_size(self.patch_size, dims)
