@@ -74,13 +74,23 @@ def test_the_default_recipe_and_the_original_one_differ_only_in_the_recipe():
         (500, 1e-3, 10, 50)
 
 
-@pytest.mark.parametrize("preset", ["easy", "smoke"])
-def test_smaller_canvases_train_without_a_curriculum(preset):
+def test_the_smoke_canvas_trains_without_a_curriculum():
     from ats.task import get_task
 
-    config = get_task("mega_mnist").config(preset)
-    assert config.data["curriculum"] == []
-    assert config.batch_size == (128 if preset == "easy" else 8)
+    config = get_task("mega_mnist").config("smoke")
+    assert config.data["curriculum"] == [] and config.batch_size == 8
+
+
+def test_the_easy_preset_takes_the_recipe_with_the_stages_that_fit_its_canvas():
+    from ats.task import get_task
+    from tasks.mega_mnist.task import EASY_CURRICULUM
+
+    task = get_task("mega_mnist")
+    config = task.config("easy")
+    assert (config.batch_size, config.head_gain) == (32, 10.0)
+    assert tuple(config.data["curriculum"]) == EASY_CURRICULUM == (200, 200, 300, 300)
+    assert (config.data["width"], config.data["noise"]) == (500, False)
+    task.options_of(config).validate()  # every stage fits the 500x500 canvas
 
 
 def test_a_canvas_smaller_than_the_curriculum_says_how_to_turn_it_off():
