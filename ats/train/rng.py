@@ -61,12 +61,26 @@ def restore(state: dict[str, Any], sampling: torch.Generator) -> None:
     """Put every stream of this process back to ``state`` (from :func:`capture`).
 
     A stream missing from ``state`` (saved as None, e.g. CUDA's by a run on
-    the CPU) or that this process does not have is left as it is.
+    the CPU) or that this process does not have is left as it is; so is the
+    sampling generator, with a warning, when its state was saved on another
+    device type (a run moved from the CPU to a GPU or back).
     """
     for s in STREAMS:
         if state.get(s.name) is not None and s.available():
             s.set(state[s.name])
-    sampling.set_state(state["sampling"])
+    saved = state["sampling"]
+    # A CPU generator's state (Mersenne Twister, 5056 bytes) does not fit a
+    # CUDA one (Philox, 16 bytes): a run started on one device type and
+    # resumed on the other keeps its weights but not its sampling stream.
+    if saved.numel() != sampling.get_state().numel():
+        warnings.warn(
+            f"the checkpoint's sampling generator was saved on another device type "
+            f"({saved.numel()} state bytes, this run's {sampling.device} generator has "
+            f"{sampling.get_state().numel()}); sampling continues from the run's seed",
+            RuntimeWarning, stacklevel=2,
+        )
+        return
+    sampling.set_state(saved)
 
 
 def select_rank(saved: dict[str, Any] | list[dict[str, Any]], rank: int,

@@ -113,6 +113,20 @@ def test_each_rank_gets_its_own_streams_back():
         assert rng.select_rank(states, 0, 2) is None
 
 
+def test_a_sampling_state_saved_on_another_device_type_is_left_with_a_warning():
+    """A CUDA generator's state (16 bytes) cannot continue a CPU one's stream:
+    the global streams are restored, the sampling generator keeps its seed."""
+    saved = rng.capture(torch.Generator().manual_seed(1))
+    saved["sampling"] = torch.zeros(16, dtype=torch.uint8)  # a Philox state, as CUDA saves it
+    saved["torch"] = torch.Generator().manual_seed(5).get_state()
+    generator = torch.Generator().manual_seed(2)
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(RuntimeWarning, match=r"saved on another device type \(16 state bytes"):
+        rng.restore(saved, generator)
+    assert torch.equal(torch.rand(3, generator=generator), expected)
+    assert torch.equal(torch.get_rng_state(), saved["torch"])
+
+
 # -- a checkpoint that does not match the run ----------------------------------------------
 
 
