@@ -167,15 +167,21 @@ def test_ats_bench_lists_its_commands():
 
 SIGNAL_PLUGIN = '''"""Test plugin: the process sends itself a signal in one training step.
 
-$ATS_TEST_SIGNAL is NAME:STEP, the signal and the training step (counted from
-1 over the whole run) during which it is sent.
+$ATS_TEST_SIGNAL is NAME:STEP[:group], the signal and the training step
+(counted from 1 over the whole run) during which it is sent, to the process
+alone or, with ``group``, to its whole process group (data workers included)
+from another process, as Ctrl-C in a terminal, `timeout` or a batch scheduler
+send it.
 """
 import os
 import signal
+import subprocess
+import sys
+import time
 
 from ats.classifier import ATSClassifier
 
-_name, _step = os.environ["ATS_TEST_SIGNAL"].split(":")
+_name, _step, *_to = os.environ["ATS_TEST_SIGNAL"].split(":")
 _forward = ATSClassifier.forward
 _steps = 0
 
@@ -185,7 +191,15 @@ def forward(self, *args, **kwargs):
     if self.training:
         _steps += 1
         if _steps == int(_step):
-            os.kill(os.getpid(), getattr(signal, _name))
+            if _to == ["group"]:
+                # from another process, as a terminal or scheduler sends it (a
+                # DataLoader worker exits quietly when the sender is its parent)
+                subprocess.run([sys.executable, "-c", "import os, signal, sys; "
+                                "os.killpg(int(sys.argv[1]), getattr(signal, sys.argv[2]))",
+                                str(os.getpgid(0)), _name], check=True, start_new_session=True)
+                time.sleep(1.0)  # a worker the signal kills is dead, and noticed, by then
+            else:
+                os.kill(os.getpid(), getattr(signal, _name))
     return _forward(self, *args, **kwargs)
 
 
@@ -193,11 +207,13 @@ ATSClassifier.forward = forward
 '''
 
 
-@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_run_at_the_step_reached_and_it_resumes(tmp_path, name):
+@pytest.mark.parametrize("name,workers", [("SIGINT", 0), ("SIGTERM", 0),
+                                          ("SIGINT", 2), ("SIGTERM", 2)])
+def test_a_signal_stops_the_run_at_the_step_reached_and_it_resumes(tmp_path, name, workers):
     """A real Ctrl-C or SIGTERM to a running `ats-run`, sent at a chosen step
     (a plugin module makes the process signal itself: no sleeps, no timing),
-    then --resume."""
+    then --resume. With data workers the signal goes to the whole process
+    group, workers included, as a terminal or a scheduler sends it."""
     import os
     import subprocess
     import sys
@@ -205,12 +221,16 @@ def test_a_signal_stops_the_run_at_the_step_reached_and_it_resumes(tmp_path, nam
     import torch
 
     (tmp_path / "signal_at_step.py").write_text(SIGNAL_PLUGIN)
-    env = {**os.environ, "ATS_TEST_SIGNAL": f"{name}:8",  # 6 steps per epoch: epoch 2, step 2
+    to = ":group" if workers else ""
+    env = {**os.environ, "ATS_TEST_SIGNAL": f"{name}:8{to}",  # 6 steps per epoch: epoch 2, step 2
            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ats", "--plugin", "signal_at_step", "--task", "find_pattern",
-           "--epochs", "3", "--batch-size", "20", "--output", str(out), *TINY]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+           "--epochs", "3", "--batch-size", "20", "--workers", str(workers), "--output", str(out),
+           *TINY]
+    # its own session, so that a signal to its process group does not reach pytest
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600,
+                          start_new_session=True)
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "stopped; the checkpoint of epoch 2, step 2 is intact: continue with --resume " \
            f"--output {out}" in proc.stderr

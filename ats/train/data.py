@@ -8,6 +8,7 @@ several ranks each sees a disjoint shard.
 from __future__ import annotations
 
 import random
+import signal
 from typing import Iterator
 
 import numpy as np
@@ -71,3 +72,11 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    # Ctrl-C, `timeout`, SLURM and container stops signal the whole process
+    # group. The main process stops the run at the end of its step and saves
+    # (ats.train.stopping); a worker killed meanwhile would make the loader
+    # raise in the middle of that step instead. Workers leave both signals
+    # to the main process, which shuts them down when the run ends (and a
+    # worker whose parent is gone exits by itself).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
