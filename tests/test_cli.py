@@ -165,7 +165,7 @@ def test_ats_bench_lists_its_commands():
     assert result.exit_code == 0 and "extract" in result.output and "train" in result.output
 
 
-SIGNAL_PLUGIN = '''"""Test plugin: the process sends itself a signal in one training step.
+SIGNAL_PLUGIN = '''"""Test plugin: a signal to the run in one training step.
 
 $ATS_TEST_SIGNAL is NAME:STEP[:group], the signal and the training step
 (counted from 1 over the whole run) during which it is sent, to the process
@@ -211,7 +211,7 @@ ATSClassifier.forward = forward
                                           ("SIGINT", 2), ("SIGTERM", 2)])
 def test_a_signal_stops_the_run_at_the_step_reached_and_it_resumes(tmp_path, name, workers):
     """A real Ctrl-C or SIGTERM to a running `ats-run`, sent at a chosen step
-    (a plugin module makes the process signal itself: no sleeps, no timing),
+    (a plugin module sends it from inside that step: no timing of the run),
     then --resume. With data workers the signal goes to the whole process
     group, workers included, as a terminal or a scheduler sends it."""
     import os
