@@ -68,15 +68,15 @@ def restore(state: dict[str, Any], sampling: torch.Generator) -> None:
     for s in STREAMS:
         if state.get(s.name) is not None and s.available():
             s.set(state[s.name])
-    saved = state["sampling"]
+    saved, size = state["sampling"], sampling.get_state().numel()
     # A CPU generator's state (Mersenne Twister, 5056 bytes) does not fit a
     # CUDA one (Philox, 16 bytes): a run started on one device type and
     # resumed on the other keeps its weights but not its sampling stream.
-    if saved.numel() != sampling.get_state().numel():
+    if saved.numel() != size:
         warnings.warn(
             f"the checkpoint's sampling generator was saved on another device type "
             f"({saved.numel()} state bytes, this run's {sampling.device} generator has "
-            f"{sampling.get_state().numel()}); sampling continues from the run's seed",
+            f"{size}); sampling continues from the run's seed",
             RuntimeWarning, stacklevel=2,
         )
         return
